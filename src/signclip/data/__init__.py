@@ -1,0 +1,1 @@
+"""Datasets: the embedded fingerspelling lexicon, folders with a CSV manifest, splits, batching."""

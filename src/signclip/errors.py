@@ -1,0 +1,13 @@
+"""Errors raised for bad user input; each names the file or field at fault."""
+
+
+class SignCLIPInputError(ValueError):
+    """Base class for input a model cannot embed (the HTTP service maps it to a 4xx)."""
+
+
+class PoseInputError(SignCLIPInputError):
+    """A pose file or array that cannot be read or preprocessed."""
+
+
+class TextInputError(SignCLIPInputError):
+    """A text or language code that cannot be embedded."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, baselines, recognition and analysis."""

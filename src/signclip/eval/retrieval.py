@@ -1,0 +1,69 @@
+"""The paper's retrieval metrics.
+
+* text -> pose: one query per *unique* text; every pose with that text is a positive;
+  P@k = share of the top k poses that are positives; MedianR = median rank of the first positive.
+* pose -> text: each pose is a query against the unique texts (duplicates collapsed);
+  R@k = share of poses whose text is in the top k; MedianR = median rank of the correct text.
+
+Ranks are 1-based; ties are broken by candidate order (a stable sort).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+KS = (1, 5, 10)
+
+
+def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Unique texts in first-seen order, and for each item the index of its text."""
+    index: dict[str, int] = {}
+    ids = np.array([index.setdefault(t, len(index)) for t in texts])
+    return list(index), ids
+
+
+def ranks_of(sim: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """(Q, C) scores and (Q, C) bool positives -> (Q,) 1-based rank of each query's best positive."""
+    order = np.argsort(-sim, axis=1, kind="stable")  # (Q, C) candidates, best first
+    hit = np.take_along_axis(positives, order, axis=1)  # (Q, C) positive at each rank
+    return hit.argmax(1) + 1
+
+
+def pose_to_text(sim: np.ndarray, text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """sim: (N poses, M unique texts); text_index: (N,) the correct text of each pose."""
+    positives = np.zeros_like(sim, dtype=bool)
+    positives[np.arange(len(text_index)), text_index] = True
+    ranks = ranks_of(sim, positives)
+    out = {f"R@{k}": float((ranks <= k).mean()) for k in ks}
+    out["MedianR"] = float(np.median(ranks))
+    return out
+
+
+def text_to_pose(sim: np.ndarray, text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """sim: (N poses, M unique texts) as above; every pose of a text is a positive for its query."""
+    s = sim.T  # (M, N)
+    positives = text_index[None, :] == np.arange(s.shape[0])[:, None]  # (M, N)
+    hit = np.take_along_axis(positives, np.argsort(-s, axis=1, kind="stable"), axis=1)  # (M, N)
+    out = {f"P@{k}": float(hit[:, :k].sum(1).mean() / k) for k in ks}
+    out["MedianR"] = float(np.median(hit.argmax(1) + 1))
+    return out
+
+
+def retrieval_metrics(pose_emb: np.ndarray, text_emb: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
+    """Both directions from embeddings: pose_emb (N, E), text_emb (M unique, E), text_index (N,)."""
+    sim = pose_emb @ text_emb.T
+    return {**{f"pose_to_text/{k}": v for k, v in pose_to_text(sim, text_index).items()},
+            **{f"text_to_pose/{k}": v for k, v in text_to_pose(sim, text_index).items()}}
+
+
+def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Expected metrics of a random ranking."""
+    m = int(text_index.max()) + 1
+    n = len(text_index)
+    counts = np.bincount(text_index, minlength=m)
+    out = {f"pose_to_text/R@{k}": min(1.0, k / m) for k in ks}
+    out["pose_to_text/MedianR"] = (m + 1) / 2
+    out.update({f"text_to_pose/P@{k}": float(counts.mean() / n) for k in ks})
+    out["text_to_pose/MedianR"] = float(np.median((n + 1) / (counts + 1)))
+    return out

@@ -1,0 +1,1 @@
+"""The two towers and the model that holds them."""

@@ -1,0 +1,49 @@
+"""Pose tower: per-frame MLP -> transformer with a padding mask -> masked mean pool -> projection."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PoseEncoder(nn.Module):
+    """Encode padded pose sequences; padded frames never influence real ones.
+
+    Input features are shoulder-normalised keypoints with NaN for missing points. The per-dimension
+    mean/std of the training set are buffers (saved with the weights); standardised NaNs become 0.
+    """
+
+    def __init__(self, in_dim: int, width: int, layers: int, heads: int, mlp_ratio: float,
+                 dropout: float, max_frames: int, embed_dim: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        self.frame_mlp = nn.Sequential(nn.Linear(in_dim, width), nn.GELU(), nn.LayerNorm(width))
+        self.pos_embedding = nn.Parameter(torch.randn(max_frames, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width),
+                                                 enable_nested_tensor=False)
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+        self.gradient_checkpointing = False
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.feature_mean) / self.feature_std
+        return torch.where(torch.isnan(x), torch.zeros_like(x), x)
+
+    def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) contextual frame features."""
+        h = self.frame_mlp(self.standardize(x)) + self.pos_embedding[: x.shape[1]]  # (B, T, W)
+        padding = ~mask
+        for layer in self.transformer.layers:
+            if self.gradient_checkpointing and self.training:
+                h = torch.utils.checkpoint.checkpoint(layer, h, None, padding, use_reentrant=False)
+            else:
+                h = layer(h, src_key_padding_mask=padding)
+        return self.transformer.norm(h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, F), (B, T) -> (B, E) pose embeddings (not normalised)."""
+        h = self.frame_features(x, mask)  # (B, T, W)
+        m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, W)
+        return self.proj(pooled)

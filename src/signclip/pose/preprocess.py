@@ -1,0 +1,115 @@
+"""From a pose-format ``Pose`` to the array the model reads.
+
+Steps (each a small function):
+1. select the layout's points by name (body without legs, face contour, both hands);
+2. shoulder normalisation: centre on the shoulder midpoint, scale shoulder width to 1;
+3. mirror a left-handed pose (left hand seen, right hand never) so the signing hand is the right one;
+4. resample to the model's fps, then uniformly down to ``max_frames`` if longer (never a crash).
+
+Missing points (masked, zero-confidence or NaN) are NaN in the output; the model's per-dimension
+standardisation (mean/std from the training set, stored in the model) turns them into 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pose_format import Pose
+
+from signclip.config import PoseConfig
+from signclip.errors import PoseInputError
+from signclip.pose.io import PoseSource, describe, read_pose
+from signclip.pose.layout import BODY, Layout, get_layout
+
+
+def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarray:
+    """(frames, points, 3) float32 of the layout's points, NaN where missing; first person only."""
+    header_index: dict[tuple[str, str], int] = {}
+    offset = 0
+    for component in pose.header.components:
+        for i, point in enumerate(component.points):
+            header_index[(component.name, point)] = offset + i
+        offset += len(component.points)
+    if (BODY, "LEFT_SHOULDER") not in header_index:
+        comps = [c.name for c in pose.header.components]
+        raise PoseInputError(f"{name}: not a MediaPipe Holistic pose (components {comps}); "
+                             "convert other keypoint formats with signclip.data.adapters")
+    data = np.ma.getdata(pose.body.data)[:, 0].astype(np.float32)  # (T, P_header, D)
+    mask = np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)  # (T, P_header) True = missing
+    conf = np.asarray(pose.body.confidence)[:, 0]
+    missing = mask | (conf <= 0)
+    if data.shape[-1] < 3:  # 2-D poses: z = 0
+        data = np.concatenate([data, np.zeros_like(data[..., :1])], axis=-1)
+    out = np.full((data.shape[0], len(layout), 3), np.nan, dtype=np.float32)
+    for j, key in enumerate(layout.points):
+        i = header_index.get(key)
+        if i is not None:
+            out[:, j] = np.where(missing[:, i, None], np.nan, data[:, i, :3])
+    out[:, layout.missing_by_design] = np.nan
+    out[~np.isfinite(out).all(-1)] = np.nan  # a point with any NaN/inf coordinate is missing
+    return out
+
+
+def normalize_shoulders(x: np.ndarray, layout: Layout, name: str = "<Pose>") -> np.ndarray:
+    """Centre on the mean shoulder midpoint and scale the mean shoulder width to 1."""
+    left = x[:, layout.index(BODY, "LEFT_SHOULDER")]  # (T, 3)
+    right = x[:, layout.index(BODY, "RIGHT_SHOULDER")]
+    valid = np.isfinite(left).all(-1) & np.isfinite(right).all(-1)
+    if not valid.any():
+        raise PoseInputError(f"{name}: no frame shows both shoulders, cannot normalise the pose")
+    center = ((left[valid] + right[valid]) / 2).mean(0)
+    width = np.linalg.norm((left[valid] - right[valid])[:, :2], axis=-1).mean()
+    if not np.isfinite(width) or width <= 1e-6:
+        raise PoseInputError(f"{name}: shoulder width is zero, cannot normalise the pose")
+    return (x - center) / width
+
+
+def hands_present(x: np.ndarray, layout: Layout) -> tuple[bool, bool]:
+    """Whether the (left, right) hand is seen in at least one frame."""
+    slices = layout.hand_slices
+    return tuple(bool(np.isfinite(x[:, idx]).any()) for idx in slices.values())  # type: ignore[return-value]
+
+
+def mirror(x: np.ndarray, layout: Layout) -> np.ndarray:
+    """Mirror a shoulder-normalised pose horizontally (left and right swap, x negated)."""
+    y = x[:, layout.mirror].copy()
+    y[..., 0] = -y[..., 0]
+    return y
+
+
+def resample_frames(x: np.ndarray, num_frames: int) -> np.ndarray:
+    """Linearly resample (T, ...) to (num_frames, ...); a point missing in either neighbour is missing."""
+    t = x.shape[0]
+    if t == num_frames:
+        return x
+    if t == 1:
+        return np.repeat(x, num_frames, axis=0)
+    pos = np.linspace(0, t - 1, num_frames)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, t - 1)
+    w = (pos - lo).reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
+    return x[lo] * (1 - w) + x[hi] * w
+
+
+def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarray:
+    """Preprocess a ``Pose`` into (frames, points, dims) float32 with NaN for missing points."""
+    layout = get_layout(cfg.layout)
+    x = select_points(pose, layout, name)
+    if not np.isfinite(x).any():
+        raise PoseInputError(f"{name}: every coordinate is missing or NaN")
+    x = normalize_shoulders(x, layout, name)
+    left, right = hands_present(x, layout)
+    if cfg.require_hands and not (left or right):
+        raise PoseInputError(f"{name}: no hand detected in any frame (require_hands=True)")
+    if cfg.mirror_left_handed and left and not right:
+        x = mirror(x, layout)
+    fps = float(pose.body.fps) if pose.body.fps and pose.body.fps > 0 else cfg.fps
+    if abs(fps - cfg.fps) > 1e-3:
+        x = resample_frames(x, max(1, round(x.shape[0] * cfg.fps / fps)))
+    if x.shape[0] > cfg.max_frames:
+        x = resample_frames(x, cfg.max_frames)
+    return np.ascontiguousarray(x[..., : cfg.dims], dtype=np.float32)
+
+
+def preprocess(source: PoseSource, cfg: PoseConfig, name: str | None = None) -> np.ndarray:
+    """Read (path, bytes or ``Pose``) and preprocess; errors name the source."""
+    name = name or describe(source)
+    return pose_to_array(read_pose(source, name), cfg, name)

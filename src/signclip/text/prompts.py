@@ -1,0 +1,58 @@
+"""Prompts such as ``<en> <ase> house``: the text with its spoken and signed language as tokens."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from signclip.errors import TextInputError
+
+DEFAULT_TEMPLATE = "<{spoken}> <{signed}> {text}"
+
+
+def _check_language(code: str | None, field: str, known: Sequence[str]) -> None:
+    if code is None:
+        return
+    if not isinstance(code, str) or not code.strip():
+        raise TextInputError(f"{field}: empty language code")
+    if known and code not in known:
+        raise TextInputError(f"{field}: unknown language code {code!r}; this model knows {sorted(known)}")
+
+
+def make_prompt(text: str, spoken_language: str | None = None, signed_language: str | None = None,
+                template: str = DEFAULT_TEMPLATE, known_spoken: Sequence[str] = (),
+                known_signed: Sequence[str] = ()) -> str:
+    """Format one prompt. Without languages the text is used as it is (a free-text query).
+
+    Raises :class:`TextInputError` for an empty text or a language code the model does not know.
+    """
+    if not isinstance(text, str):
+        raise TextInputError(f"text: expected a string, got {type(text).__name__}")
+    if spoken_language is None and signed_language is None:
+        if not text.strip():
+            raise TextInputError("text: empty text")
+        return text.strip()
+    _check_language(spoken_language, "spoken_language", known_spoken)
+    _check_language(signed_language, "signed_language", known_signed)
+    prompt = template.format(spoken=spoken_language or "", signed=signed_language or "", text=text.strip())
+    if not text.strip() and "{text}" in template:
+        # a language-only prompt (sign-language identification) is allowed, but not an empty one
+        prompt = prompt.strip()
+        if not prompt:
+            raise TextInputError("text: empty text")
+    return " ".join(prompt.split())
+
+
+def _per_text(value: str | Sequence[str | None] | None, n: int, field: str) -> list[str | None]:
+    if value is None or isinstance(value, str):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise TextInputError(f"{field}: {len(value)} codes for {n} texts")
+    return value
+
+
+def make_prompts(texts: Sequence[str], spoken_language: str | Sequence[str | None] | None = None,
+                 signed_language: str | Sequence[str | None] | None = None, **kwargs) -> list[str]:
+    """Prompts for many texts; a language may be one code for all or one per text."""
+    spoken = _per_text(spoken_language, len(texts), "spoken_language")
+    signed = _per_text(signed_language, len(texts), "signed_language")
+    return [make_prompt(t, s, g, **kwargs) for t, s, g in zip(texts, spoken, signed)]

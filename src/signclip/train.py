@@ -1,0 +1,263 @@
+"""Training loop: AdamW, warm-up + cosine schedule, clipping, accumulation, checkpoints, exact resume.
+
+Output directory::
+
+    splits.csv                  every example with its train/validation/test split
+    train_config.json           the TrainConfig used
+    checkpoints/last/           model + trainer_state.pt (optimiser, schedule, step), every save_every steps
+    best/                       the model with the best validation metric
+    log.jsonl, log.csv          losses, learning rate, temperature and validation metrics per step
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from signclip.config import ModelConfig, TrainConfig
+from signclip.data.collate import pad_poses
+from signclip.data.datasets import PoseTextDataset, load_arrays, split_dataset
+from signclip.eval.retrieval import retrieval_metrics, unique_texts
+from signclip.loss import clip_loss
+from signclip.models.signclip import SignCLIP
+
+
+@dataclass
+class SplitData:
+    """Preprocessed poses of one split with their prompts."""
+
+    df: pd.DataFrame
+    arrays: list[np.ndarray]
+    prompts: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def feature_statistics(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean/std over all frames of the training poses, ignoring missing points."""
+    frames = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays])  # (sum T, F)
+    seen = np.isfinite(frames).any(0)
+    mean = np.where(seen, np.nanmean(np.where(seen, frames, 0), 0), 0.0)
+    std = np.where(seen, np.nanstd(np.where(seen, frames, 0), 0), 1.0)
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def collate(batch: list[tuple[np.ndarray, str, int]]):
+    arrays, prompts, ids = zip(*batch)
+    x, mask = pad_poses(arrays)
+    return x, mask, list(prompts), torch.tensor(ids)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch, a pure function of (seed, epoch) so resume is exact.
+    A last batch of one example is dropped (a contrastive batch needs negatives)."""
+    order = np.random.default_rng((seed, epoch)).permutation(n)
+    batches = [order[i: i + batch_size].tolist() for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) > 1]
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def make_optimizer(model: SignCLIP, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the pretrained text backbone gets ``text_lr``; no decay on biases, norms, scale."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = cfg.text_lr if name.startswith("text.backbone.") else cfg.lr
+        decay = 0.0 if (p.ndim < 2 or "pos_embedding" in name or name == "logit_scale") else cfg.weight_decay
+        groups.setdefault((lr, decay), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+                             betas=tuple(cfg.betas))
+
+
+def evaluate_split(model: SignCLIP, data: SplitData, batch_size: int = 64) -> dict[str, float]:
+    """Retrieval metrics on one preprocessed split (unique prompts as text candidates)."""
+    texts, index = unique_texts(data.prompts)
+    pose_emb = model._encode_arrays(data.arrays, batch_size, True, False)
+    text_emb = model.encode_text(texts, batch_size=batch_size, progress=False)
+    return retrieval_metrics(pose_emb, text_emb, index)
+
+
+def prepare_splits(df: pd.DataFrame, model: SignCLIP, cfg: TrainConfig, progress: bool = True) -> dict[str, SplitData]:
+    """Split (deterministically), preprocess each split once, and build the prompts."""
+    if not df["split"].isin(["train"]).any():
+        df = split_dataset(df, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    out = {}
+    for split in ("train", "validation", "test"):
+        arrays, kept, _ = load_arrays(df[df["split"] == split], model.cfg.pose, progress=progress)
+        out[split] = SplitData(kept, arrays)
+    return out
+
+
+def set_languages(model: SignCLIP, df: pd.DataFrame) -> None:
+    """Record the language codes of the training data in the model config."""
+    def codes(col: str) -> list[str]:
+        return sorted(set(df[col].dropna().astype(str)) | set(getattr(model.cfg, col + "s")))
+    model.cfg.spoken_languages = codes("spoken_language")
+    model.cfg.signed_languages = codes("signed_language")
+
+
+def make_prompts_for(model: SignCLIP, df: pd.DataFrame) -> list[str]:
+    def col(name: str) -> list[str | None]:
+        return [None if pd.isna(v) else str(v) for v in df[name]]
+    return model.prompts(df["text"].tolist(), col("spoken_language"), col("signed_language"))
+
+
+def save_checkpoint(model: SignCLIP, path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    model.save(tmp)
+    torch.save(state, tmp / "trainer_state.pt")
+    if path.exists():
+        import shutil
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_dir: str | Path,
+          resume: bool = True, progress: bool = True) -> dict:
+    """Train ``model`` in place on ``splits['train']``, validating on ``splits['validation']``.
+
+    Returns a summary with the best validation metrics. Resumes from ``out_dir/checkpoints/last``
+    when it exists and ``resume`` is true, continuing exactly where it stopped."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    train_data = splits["train"]
+    if len(train_data.arrays) < 2:
+        raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
+    set_languages(model, train_data.df)
+    for data in splits.values():
+        data.prompts = make_prompts_for(model, data.df)
+    model.set_pose_statistics(*feature_statistics(train_data.arrays))
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    text_index = {t: i for i, t in enumerate(sorted(set(train_data.prompts)))}
+    dataset = PoseTextDataset(train_data.arrays, train_data.prompts, [text_index[p] for p in train_data.prompts],
+                              model.cfg.pose, cfg.augment, cfg.seed)
+    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 0))
+    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    total_steps = cfg.epochs * steps_per_epoch
+    eval_every = cfg.eval_every or steps_per_epoch
+    save_every = cfg.save_every or steps_per_epoch
+
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+    step, best, best_metrics = 0, -math.inf, {}
+    last = out / "checkpoints" / "last"
+    if resume and (last / "trainer_state.pt").exists():
+        state = torch.load(last / "trainer_state.pt", weights_only=False)
+        loaded = SignCLIP.load(last)
+        model.load_state_dict(loaded.state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best, best_metrics = state["step"], state["best"], state["best_metrics"]
+    log_path = out / "log.jsonl"
+    log_rows = [r for r in _read_log(log_path) if r["step"] <= step]
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))  # drop rows past the resume point
+    higher_is_better = "MedianR" not in cfg.best_metric
+
+    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not progress, unit="step")
+    model.train()
+    start = time.time()
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        dataset.epoch = epoch
+        batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch)
+        batches = batches[in_epoch * cfg.grad_accum: steps_per_epoch * cfg.grad_accum]
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
+                            pin_memory=device.type == "cuda")
+        micro = 0
+        for x, mask, prompts, ids in loader:
+            torch.manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro)  # dropout, exactly resumable
+            tok = model.tokenize(prompts)
+            pose_emb, text_emb, scale = model(x.to(device), mask.to(device), tok["input_ids"], tok["attention_mask"])
+            loss = clip_loss(pose_emb, text_emb, scale, ids.to(device))
+            (loss / cfg.grad_accum).backward()
+            micro += 1
+            if micro < cfg.grad_accum:
+                continue
+            micro = 0
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            row = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                   "temperature": float(1 / scale), "grad_norm": float(grad_norm), "time": time.time() - start}
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if step % eval_every == 0 or step == total_steps:
+                if len(splits["validation"].arrays) > 1:
+                    metrics = evaluate_split(model, splits["validation"])
+                    model.train()
+                    row.update({f"val/{k}": v for k, v in metrics.items()})
+                    value = metrics[cfg.best_metric] * (1 if higher_is_better else -1)
+                    if value > best:
+                        best, best_metrics = value, metrics
+                        model.save(out / "best")
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
+            log_rows.append(row)
+            _append_log(log_path, row)
+            if step % save_every == 0 or step == total_steps:
+                save_checkpoint(model, last, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                              "step": step, "best": best, "best_metrics": best_metrics})
+            if step >= total_steps:
+                break
+    bar.close()
+    if not (out / "best").exists():  # no validation split: the last model is the best we have
+        model.save(out / "best")
+    pd.DataFrame(log_rows).to_csv(out / "log.csv", index=False)
+    return {"steps": step, "best_metrics": best_metrics, "seconds": time.time() - start}
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_log(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def fit(data: pd.DataFrame, model_cfg: ModelConfig | str, train_cfg: TrainConfig, out_dir: str | Path,
+        resume: bool = True, progress: bool = True) -> tuple[SignCLIP, dict[str, SplitData], dict]:
+    """Split, preprocess, train, and reload the best model. The split is saved to ``splits.csv``
+    (and reused on resume)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits_csv = out / "splits.csv"
+    if resume and splits_csv.exists():
+        data = pd.read_csv(splits_csv, dtype={"text": str, "signer": str})
+    elif not data["split"].isin(["train"]).any():
+        data = split_dataset(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
+    data.to_csv(splits_csv, index=False)
+    model = SignCLIP.create(model_cfg) if not isinstance(model_cfg, SignCLIP) else model_cfg
+    splits = prepare_splits(data, model, train_cfg, progress)
+    summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
+    best = SignCLIP.load(out / "best", device=resolve_device(train_cfg.device))
+    for d in splits.values():
+        d.prompts = make_prompts_for(best, d.df)
+    return best, splits, summary
