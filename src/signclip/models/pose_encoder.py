@@ -13,8 +13,13 @@ class PoseEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, width: int, layers: int, heads: int, mlp_ratio: float,
-                 dropout: float, max_frames: int, embed_dim: int):
+                 dropout: float, max_frames: int, embed_dim: int, dims: int = 3,
+                 hands: list[list[int]] | None = None):
         super().__init__()
+        self.dims = dims
+        # layout indices of each hand's 21 points (wrist first), for hand-shape features
+        self.register_buffer("hand_index", torch.tensor(hands or [], dtype=torch.long), persistent=False)
+        in_dim = in_dim + self.hand_index.numel() * dims
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
         self.frame_mlp = nn.Sequential(nn.Linear(in_dim, width), nn.GELU(), nn.LayerNorm(width))
@@ -26,8 +31,22 @@ class PoseEncoder(nn.Module):
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self.gradient_checkpointing = False
 
+    def featurize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, P*D) keypoints -> (B, T, F) features: the keypoints, then each hand relative to its
+        wrist and scaled by the wrist-to-middle-knuckle length (hand shape independent of position)."""
+        if self.hand_index.numel() == 0:
+            return x
+        b, t, _ = x.shape
+        pts = x.reshape(b, t, -1, self.dims)[:, :, self.hand_index]  # (B, T, 2, 21, D)
+        wrist = pts[:, :, :, :1]  # (B, T, 2, 1, D)
+        size = torch.linalg.vector_norm(pts[:, :, :, 9:10, :2] - wrist[..., :2], dim=-1, keepdim=True)
+        size = torch.where(size > 1e-6, size, torch.full_like(size, float("nan")))
+        rel = (pts - wrist) / size  # (B, T, 2, 21, D), NaN where the hand is missing
+        return torch.cat([x, rel.reshape(b, t, -1)], dim=-1)
+
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.feature_mean) / self.feature_std
+        """Keypoints -> standardised features (mean/std of the training set); missing -> 0."""
+        x = (self.featurize(x) - self.feature_mean) / self.feature_std
         return torch.where(torch.isnan(x), torch.zeros_like(x), x)
 
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -38,9 +38,11 @@ class SignCLIP(nn.Module):
     def __init__(self, cfg: ModelConfig, text: TextEncoder, tokenizer):
         super().__init__()
         self.cfg = cfg
-        self.pose_dim = len(get_layout(cfg.pose.layout)) * cfg.pose.dims
-        self.pose = PoseEncoder(self.pose_dim, cfg.pose_width, cfg.pose_layers, cfg.pose_heads,
-                                cfg.pose_mlp_ratio, cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim)
+        layout = get_layout(cfg.pose.layout)
+        hands = list(layout.hand_slices.values()) if cfg.hand_features else None
+        self.pose = PoseEncoder(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads,
+                                cfg.pose_mlp_ratio, cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim,
+                                cfg.pose.dims, hands)
         self.text = text
         self.tokenizer = tokenizer
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))

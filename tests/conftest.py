@@ -1,0 +1,47 @@
+"""Shared fixtures: real lexicon poses, a fresh tiny model, and a briefly trained tiny model."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def lexicon():
+    """The embedded lexicon table (600 rows)."""
+    from signclip.data.datasets import load_lexicon
+
+    return load_lexicon()
+
+
+@pytest.fixture(scope="session")
+def lexicon_paths(lexicon):
+    """48 real .pose paths from 16 sign languages (3 letters each)."""
+    rows = lexicon[lexicon["text"].isin(["A", "B", "C"])]
+    return rows["path"].tolist()[:48]
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A fresh `tiny` model (random pose tower, pretrained MiniLM text tower), eval mode."""
+    import signclip
+
+    return signclip.create_model("tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, lexicon):
+    """A `tiny` model trained for a few steps on 120 lexicon poses and saved (path to its directory)."""
+    from signclip.config import TrainConfig, get_model_config
+    from signclip.train import fit
+
+    out = tmp_path_factory.mktemp("trained")
+    data = lexicon.sample(120, random_state=0).reset_index(drop=True)
+    cfg = TrainConfig(epochs=2, batch_size=32, warmup_steps=2, val_fraction=0.15, test_fraction=0.15)
+    fit(data, get_model_config("tiny", pose_layers=1), cfg, out, resume=False, progress=False)
+    return out / "best"
