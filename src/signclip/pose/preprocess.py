@@ -84,7 +84,7 @@ def resample_frames(x: np.ndarray, num_frames: int) -> np.ndarray:
         return np.repeat(x, num_frames, axis=0)
     pos = np.linspace(0, t - 1, num_frames)
     lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, t - 1)
+    hi = np.where(pos > lo, np.minimum(lo + 1, t - 1), lo)  # an exact frame does not read its neighbour
     w = (pos - lo).reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
     return x[lo] * (1 - w) + x[hi] * w
 
