@@ -45,3 +45,35 @@ def trained_model_dir(tmp_path_factory, lexicon):
     cfg = TrainConfig(epochs=2, batch_size=32, warmup_steps=2, val_fraction=0.15, test_fraction=0.15)
     fit(data, get_model_config("tiny", pose_layers=1), cfg, out, resume=False, progress=False)
     return out / "best"
+
+
+def modified_pose(src, out_path, edit=None, fps=None):
+    """Write a copy of the real .pose ``src`` to ``out_path`` with pose-format, after
+    ``edit(data, confidence)`` (float arrays (T, 1, P, D) and (T, 1, P)) returns new (data, confidence).
+    A point is missing where its confidence is 0 (or its data is masked)."""
+    import numpy as np
+    from pose_format import Pose
+    from pose_format.numpy import NumPyPoseBody
+
+    pose = Pose.read(open(src, "rb").read())
+    data = np.ma.getdata(pose.body.data).astype(np.float32).copy()
+    conf = np.asarray(pose.body.confidence, dtype=np.float32).copy()
+    conf = np.where(np.ma.getmaskarray(pose.body.data).any(-1), 0.0, conf).astype(np.float32)
+    if edit is not None:
+        data, conf = edit(data, conf)
+    mask = np.repeat((conf == 0)[..., None], data.shape[-1], axis=-1)
+    body = NumPyPoseBody(fps if fps is not None else pose.body.fps, np.ma.masked_array(data, mask=mask), conf)
+    with open(out_path, "wb") as f:
+        Pose(pose.header, body).write(f)
+    return str(out_path)
+
+
+@pytest.fixture
+def make_pose(tmp_path):
+    """Factory: ``make_pose(src, edit=None, fps=None, name=...)`` -> path of a modified copy of a real pose."""
+    counter = iter(range(10**6))
+
+    def make(src, edit=None, fps=None, name=None):
+        return modified_pose(src, tmp_path / (name or f"pose{next(counter)}.pose"), edit, fps)
+
+    return make
