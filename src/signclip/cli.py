@@ -162,5 +162,10 @@ def quickstart(
 QUICKSTART_TRAIN = dict(batch_size=64, lr=5e-4, text_lr=5e-5, warmup_steps=50, val_fraction=0.1, test_fraction=0.2)
 
 
+from signclip.video import pose_cmd  # noqa: E402  (issue 7: video -> .pose)
+
+app.command("pose")(pose_cmd)
+
+
 if __name__ == "__main__":
     app()

@@ -8,6 +8,7 @@ from typing import Union
 from pose_format import Pose
 
 from signclip.errors import PoseInputError
+from signclip.video import is_video_bytes, is_video_path, video_to_pose
 
 PoseSource = Union[str, Path, bytes, Pose]
 
@@ -24,11 +25,16 @@ def describe(source: PoseSource) -> str:
 def read_pose(source: PoseSource, name: str | None = None) -> Pose:
     """Read a pose from a path, the bytes of a ``.pose`` file, or pass a ``Pose`` through.
 
+    A video (path by extension; bytes by magic bytes or the extension of ``name``) is converted to
+    MediaPipe Holistic poses on the fly with :func:`signclip.video.video_to_pose` (``signclip[video]``).
+
     Raises :class:`PoseInputError` for a missing, empty, corrupt or zero-frame file.
     """
     name = name or describe(source)
     if isinstance(source, Pose):
         pose = source
+    elif is_video_path(source) if isinstance(source, (str, Path)) else is_video_bytes(source, name):
+        pose = video_to_pose(source, name)  # MediaPipe Holistic on the fly (signclip[video] extra)
     else:
         if isinstance(source, (str, Path)):
             path = Path(source)
