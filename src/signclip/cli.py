@@ -166,6 +166,10 @@ from signclip.video import pose_cmd  # noqa: E402  (issue 7: video -> .pose)
 
 app.command("pose")(pose_cmd)
 
+from signclip.cli_serve import register as _register_serve  # noqa: E402  (issue 8: index, search, serve, export)
+
+_register_serve(app)
+
 
 if __name__ == "__main__":
     app()
