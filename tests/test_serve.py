@@ -1,0 +1,208 @@
+"""The real HTTP service on 127.0.0.1: embeddings equal the model's, reference-client bodies, search,
+limits and bad input (each followed by a request that still succeeds)."""
+from __future__ import annotations
+
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from serve_utils import corrupt_pose, live_server, long_pose, nan_pose, untrained_model_dir, zero_frame_pose
+
+MAX_UPLOAD = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, lexicon_paths, lexicon):
+    model_dir = untrained_model_dir(tmp_path_factory.mktemp("serve_model"), lexicon)
+    with live_server(model_dir, lexicon_paths[:24], lexicon, max_upload_bytes=MAX_UPLOAD, max_batch=8,
+                     max_wait_ms=5) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server[0], timeout=60) as c:
+        yield c
+
+
+def b64(path: str) -> str:
+    return base64.b64encode(open(path, "rb").read()).decode()
+
+
+def assert_good(client, path: str) -> None:
+    """A valid request right after a bad one still succeeds."""
+    r = client.post("/api/embed/pose", files={"file": ("ok.pose", open(path, "rb").read())})
+    assert r.status_code == 200, r.text
+    assert np.isfinite(r.json()["embedding"]).all()
+
+
+def test_health_info_docs_and_unknown_routes(client, server):
+    assert client.get("/api/health").json() == {"status": "ok"}
+    info = client.get("/api/info").json()
+    assert info["embed_dim"] == server[1].cfg.embed_dim and info["index"] == server[2].sizes()
+    assert info["signed_languages"] == server[1].cfg.signed_languages
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/embed/text", "/api/embed/pose", "/api/search", "/api/health", "/api/info"} <= set(paths)
+    r = client.get("/api/nope")
+    assert r.status_code == 404 and "detail" in r.json()
+    r = client.delete("/api/health")
+    assert r.status_code == 405 and "detail" in r.json()
+    assert client.put("/api/search", json={}).status_code == 405
+
+
+def test_embed_text_matches_model_and_reference_bodies(client, server):
+    model = server[1]
+    texts = ["A", "house", "B"]
+    expected = model.encode_text(texts)
+    # reference client: {"text": [...]} on POST and on GET with a JSON body
+    for method in ("POST", "GET"):
+        r = client.request(method, "/api/embed/text", content=json.dumps({"text": texts}),
+                           headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["embedding"], expected, atol=2e-5)
+    r = client.post("/api/embed/text", json={"text": "A"})  # a single string
+    np.testing.assert_allclose(r.json()["embedding"], expected[:1], atol=2e-5)
+    r = client.get("/api/embed/text", params={"text": ["A", "house"]})  # query string
+    np.testing.assert_allclose(r.json()["embedding"], expected[:2], atol=2e-5)
+    spoken, signed = model.cfg.spoken_languages[0], model.cfg.signed_languages[0]
+    r = client.post("/api/embed/text", json={"text": ["A"], "spoken_language": spoken, "signed_language": signed})
+    assert r.json()["prompts"] == model.prompts(["A"], spoken, signed)
+    np.testing.assert_allclose(r.json()["embedding"], model.encode_text(["A"], spoken, signed), atol=2e-5)
+
+
+def test_embed_pose_multipart_base64_and_keypoints(client, server, lexicon_paths):
+    model = server[1]
+    paths = lexicon_paths[:3]
+    expected = model.encode_pose(paths)
+    files = [("file", (f"p{i}.pose", open(p, "rb").read())) for i, p in enumerate(paths)]
+    r = client.post("/api/embed/pose", files=files)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["embedding"], expected, atol=2e-5)
+    for method in ("POST", "GET"):  # reference client bodies
+        r = client.request(method, "/api/embed/pose", content=json.dumps({"pose": [b64(p) for p in paths]}),
+                           headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["embedding"], expected, atol=2e-5)
+    r = client.post("/api/embed/pose", json={"pose": b64(paths[0])})
+    np.testing.assert_allclose(r.json()["embedding"], expected[:1], atol=2e-5)
+    x = model.preprocess_pose(paths[1])  # (T, P, D), NaN -> null
+    kp = np.where(np.isnan(x), None, x.astype(object)).tolist()
+    r = client.post("/api/embed/pose", json={"keypoints": kp})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["embedding"], expected[1:2], atol=2e-5)
+
+
+def test_concurrent_requests_are_batched_and_padding_correct(client, server, lexicon_paths):
+    """16 clients at once with poses of different lengths: each answer equals the pose embedded alone."""
+    model = server[1]
+    paths = lexicon_paths[:16]
+    alone = np.stack([model.encode_pose(p) for p in paths])
+    before = client.get("/api/info").json()["batches"]["pose"]
+
+    def one(p):
+        with httpx.Client(base_url=server[0], timeout=60) as c:
+            return c.post("/api/embed/pose", json={"pose": b64(p)}).json()["embedding"][0]
+
+    with ThreadPoolExecutor(16) as pool:
+        got = np.array(list(pool.map(one, paths)))
+    np.testing.assert_allclose(got, alone, atol=2e-5)
+    after = client.get("/api/info").json()["batches"]["pose"]
+    batches, items = after[0] - before[0], after[1] - before[1]
+    assert items == 16 and batches < 16  # some requests shared a model call
+
+
+def test_search_text_to_poses_and_pose_to_texts(client, server, lexicon_paths):
+    model, index = server[1], server[2]
+    r = client.post("/api/search", json={"text": "A", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["target"] == "pose" and len(body["results"]) == 5
+    scores = [x["score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {"rank", "score", "id", "path", "text", "signed_language"} <= set(body["results"][0])
+    expected = index.search(model.encode_text(["A"]), "pose", 5)[0]
+    assert [x["id"] for x in body["results"]] == expected["id"].tolist()
+    r = client.post("/api/search", files={"file": ("q.pose", open(lexicon_paths[0], "rb").read())}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    assert r.json()["target"] == "text" and len(r.json()["results"]) == 3 and "prompt" in r.json()["results"][0]
+    r = client.post("/api/search", json={"pose": b64(lexicon_paths[0]), "target": "pose", "k": 1})
+    assert r.json()["results"][0]["path"] == lexicon_paths[0]  # a pose finds itself
+    assert r.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_keypoints_endpoints(client, server, lexicon_paths):
+    r = client.post("/api/pose/keypoints", files={"file": ("q.pose", open(lexicon_paths[0], "rb").read())})
+    assert r.status_code == 200, r.text
+    kp = r.json()
+    x = server[1].preprocess_pose(lexicon_paths[0])
+    assert kp["frames"] == x.shape[0] and kp["points"] == x.shape[1] and len(kp["edges"]) > 40
+    finite = np.isfinite(x[0, :, :2]).all(-1)
+    assert [p is not None for p in kp["keypoints"][0]] == finite.tolist()
+    assert client.get("/api/index/pose/0/keypoints").json()["frames"] > 0
+    assert client.get("/api/index/pose/99999/keypoints").status_code == 404
+
+
+BAD = {
+    "corrupt file": lambda p: ("multipart", corrupt_pose(p), 422, "not a readable .pose"),
+    "empty file": lambda p: ("multipart", b"", 422, "empty file"),
+    "zero frames": lambda p: ("multipart", zero_frame_pose(p), 422, "zero frames"),
+    "all NaN": lambda p: ("multipart", nan_pose(p), 422, "NaN"),
+    "wrong content type": lambda p: ("text/plain", b"hello", 415, "content-type"),
+    "oversize upload": lambda p: ("multipart", b"\0" * (MAX_UPLOAD + 1), 413, "exceeds the limit"),
+    "bad base64": lambda p: ("json", {"pose": ["not base64!"]}, 422, "base64"),
+    "bad json": lambda p: ("application/json", b"{nope", 400, "JSON"),
+    "no pose": lambda p: ("json", {}, 422, "no pose"),
+    "keypoints wrong shape": lambda p: ("json", {"keypoints": [[[1.0, 2.0]]]}, 422, "keypoints[0]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_pose_input_gets_4xx_and_server_keeps_serving(client, lexicon_paths, case):
+    kind, payload, status, message = BAD[case](lexicon_paths[0])
+    if kind == "multipart":
+        r = client.post("/api/embed/pose", files={"file": ("bad.pose", payload)})
+    elif kind == "json":
+        r = client.post("/api/embed/pose", json=payload)
+    else:
+        r = client.post("/api/embed/pose", content=payload, headers={"content-type": kind})
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"] and r.json()["error"]
+    if kind == "multipart" and status == 422:
+        assert "bad.pose" in r.json()["detail"]  # the error names the uploaded file
+    assert_good(client, lexicon_paths[1])
+
+
+def test_ten_thousand_frames_are_resampled(client, server, lexicon_paths):
+    data = long_pose(lexicon_paths[0])
+    r = client.post("/api/pose/keypoints", files={"file": ("long.pose", data)})
+    assert r.status_code == 200, r.text
+    assert r.json()["frames"] == server[1].cfg.pose.max_frames
+    r = client.post("/api/embed/pose", files={"file": ("long.pose", data)})
+    assert r.status_code == 200 and np.isfinite(r.json()["embedding"]).all()
+    assert_good(client, lexicon_paths[1])
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"text": []}, 422, "no text"),
+    ({"text": [""]}, 422, "empty text"),
+    ({"text": ["A"], "signed_language": "xx-unknown"}, 422, "unknown language code"),
+    ({"text": [1, 2]}, 422, "text"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_bad_text_input(client, body, status, message):
+    r = client.post("/api/embed/text", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert client.post("/api/embed/text", json={"text": ["A"]}).status_code == 200
+
+
+def test_bad_search_input(client, lexicon_paths):
+    assert client.post("/api/search", json={"text": "A", "k": 0}).status_code == 422
+    assert client.post("/api/search", json={"text": "A", "target": "video"}).status_code == 422
+    r = client.post("/api/search", json={})
+    assert r.status_code == 422 and "no pose given" in r.json()["detail"]
+    assert client.post("/api/search", json={"text": "A"}).status_code == 200
