@@ -26,8 +26,8 @@ from signclip.config import ModelConfig, TrainConfig
 from signclip.data.collate import pad_poses
 from signclip.data.datasets import PoseTextDataset, load_arrays, split_dataset
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
-from signclip.loss import clip_loss
 from signclip.models.signclip import SignCLIP
+from signclip.objectives import compute_loss
 
 
 @dataclass
@@ -147,7 +147,8 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
     train_data = splits["train"]
     if len(train_data.arrays) < 2:
         raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
-    set_languages(model, train_data.df)
+    # every split's codes: a language seen only in validation/test must not crash prompt building
+    set_languages(model, pd.concat([d.df for d in splits.values()]))
     for data in splits.values():
         data.prompts = make_prompts_for(model, data.df)
     model.set_pose_statistics(*feature_statistics(model, train_data.arrays))
@@ -192,9 +193,7 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
         micro = 0
         for x, mask, prompts, ids in loader:
             torch.manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro)  # dropout, exactly resumable
-            tok = model.tokenize(prompts)
-            pose_emb, text_emb, scale = model(x.to(device), mask.to(device), tok["input_ids"], tok["attention_mask"])
-            loss = clip_loss(pose_emb, text_emb, scale, ids.to(device))
+            loss, parts = compute_loss(model, x.to(device), mask.to(device), model.tokenize(prompts), ids.to(device), cfg)
             (loss / cfg.grad_accum).backward()
             micro += 1
             if micro < cfg.grad_accum:
@@ -205,8 +204,9 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            row = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                   "temperature": float(1 / scale), "grad_norm": float(grad_norm), "time": time.time() - start}
+            row = {"step": step, "epoch": epoch, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
+                   "temperature": float(1 / model.logit_scale.exp()), "grad_norm": float(grad_norm),
+                   "time": time.time() - start}
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             if step % eval_every == 0 or step == total_steps:
