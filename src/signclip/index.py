@@ -40,7 +40,7 @@ def make_faiss_index(dim: int, kind: str = "flat", hnsw_m: int = 32, ef_search: 
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.referenced_objects = [quantizer]  # keep the quantiser alive with the index
-        index.nprobe = nprobe or max(1, nlist // 16)
+        index.nprobe = nprobe or min(nlist, max(16, nlist // 16))
         return index
     raise ValueError(f"unknown index kind {kind!r}; use one of {KINDS}")
 
