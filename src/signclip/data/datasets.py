@@ -54,10 +54,17 @@ def load_manifest(csv_path: str | Path, root: str | Path | None = None) -> pd.Da
 
 
 def load_dataset(source: str | Path | None) -> pd.DataFrame:
-    """``None`` or ``"lexicon"``: the embedded lexicon; a CSV file; or a folder holding ``manifest.csv``."""
+    """``None`` or ``"lexicon"``: the embedded lexicon; a CSV file; or a folder holding ``manifest.csv``.
+    Kaggle ASL Signs (``train.csv``) and ``ACTION/SEQUENCE/FRAME.npy`` folders are detected and read by
+    :mod:`signclip.data.adapters` (read their poses with ``reader=adapters.read_any``)."""
     if source is None or str(source) == "lexicon":
         return load_lexicon()
     source = Path(source)
+    from signclip.data.adapters import detect_dataset, load_adapted
+
+    kind = detect_dataset(source)
+    if kind is not None:
+        return load_adapted(source, kind)
     if source.is_dir():
         source = source / "manifest.csv"
     if not source.is_file():
