@@ -1,0 +1,86 @@
+"""`signclip export onnx`: torch-free inference (signclip_onnx) matches the torch model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from signclip.cli import app
+from signclip.models.signclip import load
+from serve_utils import untrained_model_dir
+
+TEXTS = ["A", "house", "a longer sentence with several words", "B"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, lexicon):
+    model_dir = untrained_model_dir(tmp_path_factory.mktemp("onnx_model"), lexicon)
+    out = tmp_path_factory.mktemp("onnx")
+    r = CliRunner().invoke(app, ["export", "onnx", model_dir, str(out), "--int8"])
+    assert r.exit_code == 0, r.output
+    return model_dir, out
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_files(exported):
+    _, out = exported
+    for name in ("pose_encoder.onnx", "text_encoder.onnx", "pose_encoder.int8.onnx", "text_encoder.int8.onnx",
+                 "tokenizer/tokenizer.json", "signclip_onnx.json", "pose_statistics.npz"):
+        assert (out / name).is_file(), name
+    spec = json.loads((out / "signclip_onnx.json").read_text())
+    assert spec["int8"] and len(spec["layout"]["points"]) == 178 and spec["signed_languages"]
+    stats = np.load(out / "pose_statistics.npz")
+    assert stats["std"].min() > 0
+
+
+def test_torch_free_subprocess_matches_torch(exported, lexicon_paths, tmp_path):
+    """Run the runtime in a fresh interpreter: it never imports torch and gives the torch embeddings."""
+    model_dir, out = exported
+    paths = lexicon_paths[::3][:12]  # different sign languages and lengths
+    code = f"""
+import sys, json, numpy as np
+from signclip_onnx import OnnxSignCLIP
+m = OnnxSignCLIP({str(out)!r})
+q = OnnxSignCLIP({str(out)!r}, int8=True)
+paths = {paths!r}
+np.save({str(tmp_path / "pose.npy")!r}, m.encode_pose(paths, batch_size=5))
+np.save({str(tmp_path / "pose8.npy")!r}, q.encode_pose(paths, batch_size=5))
+np.save({str(tmp_path / "text.npy")!r}, m.encode_text({TEXTS!r}, "en", "ase"))
+np.save({str(tmp_path / "text8.npy")!r}, q.encode_text({TEXTS!r}, "en", "ase"))
+np.save({str(tmp_path / "free.npy")!r}, m.encode_text({TEXTS!r}))
+np.save({str(tmp_path / "one.npy")!r}, m.encode_pose(open(paths[0], "rb").read()))
+assert "torch" not in sys.modules, [k for k in sys.modules if k.startswith("torch")][:5]
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+    model = load(model_dir)
+    pose = model.encode_pose(paths)
+    text = model.encode_text(TEXTS, "en", "ase")
+    assert cosines(np.load(tmp_path / "pose.npy"), pose).min() >= 0.999
+    assert cosines(np.load(tmp_path / "one.npy"), pose[0]) >= 0.999
+    assert cosines(np.load(tmp_path / "text.npy"), text).min() >= 0.999
+    assert cosines(np.load(tmp_path / "free.npy"), model.encode_text(TEXTS)).min() >= 0.999
+    assert cosines(np.load(tmp_path / "pose8.npy"), np.load(tmp_path / "pose.npy")).min() >= 0.99
+    assert cosines(np.load(tmp_path / "text8.npy"), np.load(tmp_path / "text.npy")).min() >= 0.98
+
+
+def test_runtime_errors(exported, lexicon_paths):
+    from signclip_onnx import InputError, OnnxSignCLIP
+
+    m = OnnxSignCLIP(exported[1])
+    with pytest.raises(InputError, match="bad.pose: not a readable"):
+        m.preprocess_pose(b"garbage" * 10, "bad.pose")
+    with pytest.raises(InputError, match="signed_language: unknown language code"):
+        m.encode_text(["A"], "en", "xx-nope")
+    with pytest.raises(InputError, match="empty text"):
+        m.encode_text([" "])
+    with pytest.raises(FileNotFoundError):
+        OnnxSignCLIP(exported[1] / "nope")
