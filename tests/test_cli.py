@@ -1,0 +1,84 @@
+"""The `signclip` CLI end to end on a tiny manifest: train, eval, embed (.npy and .parquet)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from signclip.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, lexicon):
+    """`signclip train` for 1 epoch on a 24-pose manifest with a 1-layer tiny model."""
+    tmp = tmp_path_factory.mktemp("cli")
+    rows = lexicon[lexicon["signed_language"].isin(["ase", "gsg"])].head(24).copy()
+    rows["split"] = ["test"] * 4 + ["validation"] * 4 + ["train"] * 16
+    rows[["path", "text", "spoken_language", "signed_language", "split"]].to_csv(tmp / "manifest.csv", index=False)
+    cfg = {"name": "tiny-test", "pose_layers": 1, "freeze_text": True,
+           "pose": {"layout": "reduce_holistic", "max_frames": 64}}
+    (tmp / "model.json").write_text(json.dumps(cfg))
+    run = tmp / "run"
+    result = invoke("train", tmp / "manifest.csv", "--out", run, "--model", tmp / "model.json",
+                    "--epochs", 1, "--batch-size", 8)
+    assert "best model" in result.output
+    return tmp, run
+
+
+def test_models_command():
+    assert "tiny" in invoke("models").output
+
+
+def test_train_writes_a_run(cli_run):
+    _, run = cli_run
+    assert (run / "best" / "model.safetensors").exists()
+    assert (run / "checkpoints" / "last" / "trainer_state.pt").exists()
+    assert len(pd.read_csv(run / "log.csv")) == 2  # 16 training poses / batch 8
+    assert json.loads((run / "best" / "config.json").read_text())["pose_layers"] == 1
+
+
+def test_eval(cli_run):
+    tmp, run = cli_run
+    out = tmp / "metrics.json"
+    invoke("eval", run / "best", run / "splits.csv", "--split", "test", "--out", out)
+    metrics = json.loads(out.read_text())
+    assert {"pose_to_text/R@1", "pose_to_text/MedianR", "text_to_pose/P@5"} <= set(metrics)
+    assert 0 <= metrics["pose_to_text/R@1"] <= 1
+
+
+def test_embed_poses_npy_and_parquet(cli_run):
+    tmp, run = cli_run
+    paths = pd.read_csv(tmp / "manifest.csv")["path"].tolist()
+    invoke("embed", run / "best", *paths[:3], "--out", tmp / "poses.npy")
+    emb = np.load(tmp / "poses.npy")
+    assert emb.shape == (3, 256)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    invoke("embed", run / "best", "--manifest", tmp / "manifest.csv", "--out", tmp / "poses.parquet")
+    df = pd.read_parquet(tmp / "poses.parquet")
+    assert len(df) == 24 and {"path", "text", "signed_language", "embedding"} <= set(df.columns)
+    np.testing.assert_allclose(np.stack(df["embedding"])[:3], emb, atol=1e-5)  # the same first 3 poses
+
+
+def test_embed_texts_parquet(cli_run):
+    tmp, run = cli_run
+    invoke("embed", run / "best", "--text", "A", "--text", "B", "-s", "en", "-l", "ase", "--out", tmp / "t.parquet")
+    df = pd.read_parquet(tmp / "t.parquet")
+    assert df["prompt"].tolist() == ["<en> <ase> A", "<en> <ase> B"]
+    assert np.stack(df["embedding"]).shape == (2, 256)
+
+
+def test_embed_bad_suffix_and_nothing(cli_run):
+    tmp, run = cli_run
+    assert runner.invoke(app, ["embed", str(run / "best"), "--text", "A", "--out", str(tmp / "x.txt")]).exit_code != 0
+    assert runner.invoke(app, ["embed", str(run / "best"), "--out", str(tmp / "x.npy")]).exit_code != 0

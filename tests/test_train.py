@@ -1,0 +1,99 @@
+"""Training: run artefacts, logs, and exact resume (N steps in one go == N/2, stop, resume to N)."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import signclip
+from signclip.config import TrainConfig
+from signclip.data.datasets import split_dataset
+from signclip.train import epoch_batches, lr_lambda, prepare_splits, train
+
+
+def test_run_directory(trained_model_dir):
+    run = trained_model_dir.parent
+    last = run / "checkpoints" / "last"
+    for name in ("model.safetensors", "config.json", "tokenizer", "text_config", "trainer_state.pt"):
+        assert (last / name).exists(), name
+    for name in ("model.safetensors", "config.json", "tokenizer"):
+        assert (run / "best" / name).exists(), name
+    assert (run / "train_config.json").exists() and (run / "splits.csv").exists()
+    log = pd.read_csv(run / "log.csv")
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == len(log) and log["step"].tolist() == list(range(1, len(log) + 1))
+    assert {"loss", "lr", "temperature", "grad_norm", "val/pose_to_text/R@1"} <= set(log.columns)
+    state = torch.load(last / "trainer_state.pt", weights_only=False)
+    assert state["step"] == len(log)
+    splits = pd.read_csv(run / "splits.csv")
+    assert set(splits["split"]) == {"train", "validation", "test"} and len(splits) == 120
+
+
+def test_schedule_and_batches():
+    f = lr_lambda(warmup=4, total=20)
+    assert [round(f(s), 3) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0 and f(20) == pytest.approx(0.0) and 0 < f(12) < 1
+    a = epoch_batches(10, 4, seed=1, epoch=0)
+    assert a == epoch_batches(10, 4, seed=1, epoch=0) != epoch_batches(10, 4, seed=1, epoch=1)
+    assert [len(b) for b in a] == [4, 4, 2]
+    assert [len(b) for b in epoch_batches(9, 4, 1, 0)] == [4, 4]  # a batch of one is dropped
+
+
+@pytest.fixture(scope="module")
+def small_splits(lexicon, tiny_model):
+    """16 training and 6 validation lexicon poses, preprocessed once."""
+    df = split_dataset(lexicon.sample(22, random_state=1).reset_index(drop=True), 6 / 22, 0.0, seed=0)
+    return prepare_splits(df, tiny_model, TrainConfig(), progress=False)
+
+
+def fresh_splits(splits):
+    return {k: copy.copy(v) for k, v in splits.items()}
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_continues_exactly(small_splits, tmp_path):
+    """6 steps (3 epochs of 2 batches, dropout, augmentation, warm-up + cosine) in one go, versus 3
+    steps, an interruption in the middle of epoch 2, and a resume from the checkpoint to step 6."""
+    torch.manual_seed(0)
+    # frozen text backbone keeps the test fast (its dropout still runs and must be replayed exactly)
+    init = signclip.create_model(signclip.get_model_config("tiny", pose_layers=1, freeze_text=True))
+    cfg = TrainConfig(epochs=3, batch_size=8, warmup_steps=2, save_every=3, eval_every=6, lr=1e-3)
+
+    straight = copy.deepcopy(init)
+    train(straight, fresh_splits(small_splits), cfg, tmp_path / "straight", progress=False)
+
+    interrupted = copy.deepcopy(init)
+    calls = []
+
+    def stop_after_three_steps(module, _):
+        if module.training:
+            calls.append(1)
+            if len(calls) > 3:
+                raise Stop
+
+    handle = interrupted.pose.register_forward_pre_hook(stop_after_three_steps)
+    with pytest.raises(Stop):
+        train(interrupted, fresh_splits(small_splits), cfg, tmp_path / "resumed", progress=False)
+    handle.remove()
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 3
+
+    resumed = copy.deepcopy(init)  # its weights are replaced by the checkpoint's
+    summary = train(resumed, fresh_splits(small_splits), cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert summary["steps"] == 6
+
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-6, f"resumed weights differ by up to {worst}"
+    log_a = pd.read_csv(tmp_path / "straight" / "log.csv")
+    log_b = pd.read_csv(tmp_path / "resumed" / "log.csv")
+    assert log_b["step"].tolist() == list(range(1, 7))
+    pd.testing.assert_series_equal(log_a["loss"], log_b["loss"], rtol=1e-5)
+    pd.testing.assert_series_equal(log_a["lr"], log_b["lr"])
