@@ -89,6 +89,11 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # scale-out (issue 5): batch_size is per process; under torchrun the global batch is batch_size x world
+    precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)
+    gradient_checkpointing: bool = False  # recompute pose transformer layers in backward (less memory)
+    find_unused_parameters: bool = True  # DDP: the text backbone's pooler gets no gradient
+    shuffle_buffer: int = 1000  # streaming shards: samples held per DataLoader worker for shuffling
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
