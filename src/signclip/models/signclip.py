@@ -118,9 +118,13 @@ class SignCLIP(nn.Module):
             if pose.ndim != 3 or pose.shape[1:] != expected or pose.shape[0] == 0:
                 raise PoseInputError(f"{name or 'array'}: expected a preprocessed array of shape "
                                      f"(frames>0, {expected[0]}, {expected[1]}), got {pose.shape}")
+            pose = np.asarray(pose, dtype=np.float32)
+            pose = np.where(np.isfinite(pose).all(-1, keepdims=True), pose, np.float32(np.nan))  # inf -> missing
+            if np.isnan(pose).all():
+                raise PoseInputError(f"{name or 'array'}: every coordinate is missing or NaN")
             if pose.shape[0] > self.cfg.pose.max_frames:
                 pose = resample_frames(pose, self.cfg.pose.max_frames)
-            return pose.astype(np.float32, copy=False)
+            return pose
         return preprocess(pose, self.cfg.pose, name or describe(pose))
 
     @torch.no_grad()
