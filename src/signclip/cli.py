@@ -46,6 +46,10 @@ def train(
 
     cfg = _train_config(config, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum, seed=seed,
                         device=device, save_every=save_every, eval_every=eval_every)
+    from signclip.data.shards import is_shard_dir  # issue 5: packed shards are streamed (also under torchrun)
+    if is_shard_dir(data):
+        from signclip.cli_scale import train_shards
+        return train_shards(data, model, cfg, out, resume)
     _, _, summary = fit(load_dataset(data), get_model_config(model), cfg, out, resume=resume)
     typer.echo(json.dumps(summary["best_metrics"], indent=2))
     typer.echo(f"best model: {out / 'best'}")
@@ -89,6 +93,9 @@ def embed(
     """Embed poses or texts into OUT (.npy, or .parquet with one row per item and its metadata)."""
     from signclip.models.signclip import load
 
+    if inputs and len(inputs) == 1 and Path(inputs[0], "signclip_shards.json").is_file():  # issue 5: shards
+        from signclip.cli_scale import embed_shards_cmd
+        return embed_shards_cmd(model, inputs[0], out, batch_size)
     m = load(model)
     if texts:
         emb = m.encode_text(texts, spoken_language, signed_language, batch_size=batch_size, progress=True)
@@ -169,6 +176,10 @@ app.command("pose")(pose_cmd)
 from signclip.cli_serve import register as _register_serve  # noqa: E402  (issue 8: index, search, serve, export)
 
 _register_serve(app)
+
+from signclip.cli_scale import register as _register_scale  # noqa: E402  (issue 5: shards, torchrun)
+
+_register_scale(app)
 
 
 if __name__ == "__main__":

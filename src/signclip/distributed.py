@@ -6,6 +6,7 @@ them everything is a no-op and the process is rank 0 of a world of 1.
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistEnv:
     if env_world_size() > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(cleanup)
     return DistEnv(get_rank(), get_world_size(), local_rank, dev)
 
 

@@ -7,27 +7,39 @@ Output directory::
     checkpoints/last/           model + trainer_state.pt (optimiser, schedule, step), every save_every steps
     best/                       the model with the best validation metric
     log.jsonl, log.csv          losses, learning rate, temperature and validation metrics per step
+
+Under ``torchrun`` (see :mod:`signclip.distributed`) the same code runs data-parallel: ``batch_size`` is
+per process, each global batch of ``batch_size x world`` examples is split across ranks, the
+contrastive loss sees the whole global batch (``gather_with_grad``), DDP averages gradients, and
+rank 0 alone logs, validates and writes checkpoints. ``splits['train']`` is either preprocessed
+arrays in memory (:class:`SplitData`) or a stream of packed shards (:mod:`signclip.data.shards`).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from signclip.config import ModelConfig, TrainConfig
 from signclip.data.collate import pad_poses
 from signclip.data.datasets import PoseTextDataset, load_arrays, split_dataset
+from signclip.distributed import DistEnv, barrier, broadcast_object, gather_with_grad, init_distributed
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
-from signclip.objectives import compute_loss
+from signclip.objectives import compute_loss, no_gather
 
 
 @dataclass
@@ -40,9 +52,10 @@ class SplitData:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under torchrun) when there is one, else CPU."""
+    from signclip.distributed import resolve_device as resolve
+
+    return resolve(name, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def feature_statistics(model: SignCLIP, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +81,63 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     order = np.random.default_rng((seed, epoch)).permutation(n)
     batches = [order[i: i + batch_size].tolist() for i in range(0, n, batch_size)]
     return [b for b in batches if len(b) > 1]
+
+
+def rank_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """This rank's part of each global batch: ``world`` equal contiguous parts (all_gather needs equal
+    sizes), so a global batch is trimmed to a multiple of ``world``; empty ones are dropped."""
+    if world == 1:
+        return batches
+    parts = []
+    for b in batches:
+        k = len(b) // world
+        if k > 0:
+            parts.append(b[rank * k: (rank + 1) * k])
+    return parts
+
+
+class MemorySource:
+    """Training batches of an in-memory split: the epoch's global batches of :func:`epoch_batches`
+    (``batch_size x world``), this rank's part of each; a pure function of (seed, epoch, rank)."""
+
+    def __init__(self, dataset: PoseTextDataset, batch_size: int, seed: int, env: DistEnv, num_workers: int = 0):
+        self.dataset, self.batch_size, self.seed, self.env, self.num_workers = dataset, batch_size, seed, env, num_workers
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        world = self.env.world_size
+        return rank_batches(epoch_batches(len(self.dataset), self.batch_size * world, self.seed, epoch),
+                            self.env.rank, world)
+
+    def n_batches(self) -> int:
+        """Batches per epoch (the same on every rank and in every epoch)."""
+        return len(self._batches(0))
+
+    def loader(self, epoch: int, start: int, stop: int) -> Iterable:
+        """Batches ``start:stop`` of ``epoch`` as (x (B, T, F), mask (B, T), prompts, text ids (B,))."""
+        self.dataset.epoch = epoch
+        return DataLoader(self.dataset, batch_sampler=self._batches(epoch)[start:stop], collate_fn=collate,
+                          num_workers=self.num_workers, pin_memory=self.env.device.type == "cuda")
+
+
+class Objective(nn.Module):
+    """The model and its training objective as one module: DDP wraps this, so every parameter the
+    objective touches (also outside ``SignCLIP.forward``) takes part in gradient synchronisation."""
+
+    def __init__(self, model: SignCLIP, cfg: TrainConfig, gather=no_gather):
+        super().__init__()
+        self.model, self.cfg, self.gather = model, cfg, gather
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, tok: dict[str, torch.Tensor],
+                text_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return compute_loss(self.model, x, mask, tok, text_ids, self.cfg, gather=self.gather)
+
+
+def enable_gradient_checkpointing(model: SignCLIP) -> None:
+    """Recompute activations in backward: the pose transformer layers, and the text backbone if it trains."""
+    model.pose.gradient_checkpointing = True
+    backbone = model.text.backbone
+    if not getattr(model.text, "frozen", False) and getattr(backbone, "supports_gradient_checkpointing", False):
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def lr_lambda(warmup: int, total: int):
@@ -135,66 +205,88 @@ def save_checkpoint(model: SignCLIP, path: Path, state: dict) -> None:
     tmp.rename(path)
 
 
-def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_dir: str | Path,
+def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
           resume: bool = True, progress: bool = True) -> dict:
     """Train ``model`` in place on ``splits['train']``, validating on ``splits['validation']``.
 
+    ``splits['train']`` is a :class:`SplitData` or a :class:`signclip.data.shards.ShardSplit` (streamed).
     Returns a summary with the best validation metrics. Resumes from ``out_dir/checkpoints/last``
-    when it exists and ``resume`` is true, continuing exactly where it stopped."""
+    when it exists and ``resume`` is true, continuing exactly where it stopped (same world size)."""
+    env = init_distributed(cfg.device)
+    device, main = env.device, env.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     train_data = splits["train"]
-    if len(train_data.arrays) < 2:
-        raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
-    # every split's codes: a language seen only in validation/test must not crash prompt building
-    set_languages(model, pd.concat([d.df for d in splits.values()]))
-    for data in splits.values():
+    in_memory = [d for d in splits.values() if isinstance(d, SplitData)]
+    if isinstance(train_data, SplitData):
+        if len(train_data.arrays) < 2:
+            raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
+        # every split's codes: a language seen only in validation/test must not crash prompt building
+        set_languages(model, pd.concat([d.df for d in in_memory]))
+        model.set_pose_statistics(*feature_statistics(model, train_data.arrays))
+    else:  # packed shards: languages and feature statistics were computed while packing
+        set_languages(model, pd.concat([train_data.language_table()] + [d.df for d in in_memory]))
+        model.set_pose_statistics(*train_data.statistics())
+    for data in in_memory:
         data.prompts = make_prompts_for(model, data.df)
-    model.set_pose_statistics(*feature_statistics(model, train_data.arrays))
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if main:
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    text_index = {t: i for i, t in enumerate(sorted(set(train_data.prompts)))}
-    dataset = PoseTextDataset(train_data.arrays, train_data.prompts, [text_index[p] for p in train_data.prompts],
-                              model.cfg.pose, cfg.augment, cfg.seed)
-    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 0))
-    steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+    if isinstance(train_data, SplitData):
+        text_index = {t: i for i, t in enumerate(sorted(set(train_data.prompts)))}
+        dataset = PoseTextDataset(train_data.arrays, train_data.prompts, [text_index[p] for p in train_data.prompts],
+                                  model.cfg.pose, cfg.augment, cfg.seed)
+        source = MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers)
+    else:
+        source = train_data.source(model, cfg, env)
+    steps_per_epoch = max(1, source.n_batches() // cfg.grad_accum)
     total_steps = cfg.epochs * steps_per_epoch
     eval_every = cfg.eval_every or steps_per_epoch
     save_every = cfg.save_every or steps_per_epoch
 
     model.to(device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
     step, best, best_metrics = 0, -math.inf, {}
     last = out / "checkpoints" / "last"
     if resume and (last / "trainer_state.pt").exists():
-        state = torch.load(last / "trainer_state.pt", weights_only=False)
+        state = torch.load(last / "trainer_state.pt", weights_only=False, map_location=device)
         loaded = SignCLIP.load(last)
         model.load_state_dict(loaded.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best, best_metrics = state["step"], state["best"], state["best_metrics"]
+    objective = Objective(model, cfg, gather_with_grad if env.distributed else no_gather)
+    if env.distributed:  # gradients averaged over ranks; the constant feature statistics need no broadcast
+        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=cfg.find_unused_parameters,
+                                            broadcast_buffers=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {cfg.precision!r}")
     log_path = out / "log.jsonl"
     log_rows = [r for r in _read_log(log_path) if r["step"] <= step]
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))  # drop rows past the resume point
+    if main:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))  # drop rows past the resume point
     higher_is_better = "MedianR" not in cfg.best_metric
 
-    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not progress, unit="step")
+    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not (progress and main), unit="step")
     model.train()
     start = time.time()
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        dataset.epoch = epoch
-        batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch)
-        batches = batches[in_epoch * cfg.grad_accum: steps_per_epoch * cfg.grad_accum]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
-                            pin_memory=device.type == "cuda")
         micro = 0
-        for x, mask, prompts, ids in loader:
-            torch.manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro)  # dropout, exactly resumable
-            loss, parts = compute_loss(model, x.to(device), mask.to(device), model.tokenize(prompts), ids.to(device), cfg)
-            (loss / cfg.grad_accum).backward()
+        for x, mask, prompts, ids in source.loader(epoch, in_epoch * cfg.grad_accum, steps_per_epoch * cfg.grad_accum):
+            # dropout, exactly resumable; rank 0 draws what a single process draws
+            torch.manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro + env.rank * 7_919)
+            sync = micro + 1 == cfg.grad_accum or not env.distributed
+            with nullcontext() if sync else objective.no_sync():
+                with autocast:
+                    loss, parts = objective(x.to(device, non_blocking=True), mask.to(device, non_blocking=True),
+                                            model.tokenize(prompts), ids.to(device, non_blocking=True))
+                (loss / cfg.grad_accum).backward()
             micro += 1
             if micro < cfg.grad_accum:
                 continue
@@ -205,11 +297,11 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
             optimizer.zero_grad(set_to_none=True)
             step += 1
             row = {"step": step, "epoch": epoch, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
-                   "temperature": float(1 / model.logit_scale.exp()), "grad_norm": float(grad_norm),
+                   "temperature": float(1 / model.logit_scale.detach().exp()), "grad_norm": float(grad_norm),
                    "time": time.time() - start}
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if step % eval_every == 0 or step == total_steps:
+            if main and (step % eval_every == 0 or step == total_steps):
                 if len(splits["validation"].arrays) > 1:
                     metrics = evaluate_split(model, splits["validation"])
                     model.train()
@@ -219,18 +311,25 @@ def train(model: SignCLIP, splits: dict[str, SplitData], cfg: TrainConfig, out_d
                         best, best_metrics = value, metrics
                         model.save(out / "best")
                     bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
-            log_rows.append(row)
-            _append_log(log_path, row)
+            if main:
+                log_rows.append(row)
+                _append_log(log_path, row)
             if step % save_every == 0 or step == total_steps:
-                save_checkpoint(model, last, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                              "step": step, "best": best, "best_metrics": best_metrics})
+                if main:
+                    save_checkpoint(model, last, {"optimizer": optimizer.state_dict(),
+                                                  "scheduler": scheduler.state_dict(), "step": step, "best": best,
+                                                  "best_metrics": best_metrics, "world_size": env.world_size})
+                barrier()
             if step >= total_steps:
                 break
     bar.close()
-    if not (out / "best").exists():  # no validation split: the last model is the best we have
+    if main and not (out / "best").exists():  # no validation split: the last model is the best we have
         model.save(out / "best")
-    pd.DataFrame(log_rows).to_csv(out / "log.csv", index=False)
-    return {"steps": step, "best_metrics": best_metrics, "seconds": time.time() - start}
+    if main:
+        pd.DataFrame(log_rows).to_csv(out / "log.csv", index=False)
+    barrier()
+    return {"steps": step, "best_metrics": broadcast_object(best_metrics), "seconds": time.time() - start,
+            "world_size": env.world_size}
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -247,15 +346,19 @@ def _append_log(path: Path, row: dict) -> None:
 def fit(data: pd.DataFrame, model_cfg: ModelConfig | str, train_cfg: TrainConfig, out_dir: str | Path,
         resume: bool = True, progress: bool = True) -> tuple[SignCLIP, dict[str, SplitData], dict]:
     """Split, preprocess, train, and reload the best model. The split is saved to ``splits.csv``
-    (and reused on resume)."""
+    (and reused on resume). Under torchrun every rank runs this; rank 0 writes the files."""
+    env = init_distributed(train_cfg.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits_csv = out / "splits.csv"
-    if resume and splits_csv.exists():
+    reuse = broadcast_object(resume and splits_csv.exists())
+    if reuse:
         data = pd.read_csv(splits_csv, dtype={"text": str, "signer": str})
     elif not data["split"].isin(["train"]).any():
         data = split_dataset(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
-    data.to_csv(splits_csv, index=False)
+    barrier()  # every rank has read splits.csv before rank 0 rewrites it
+    if env.is_main:
+        data.to_csv(splits_csv, index=False)
     model = SignCLIP.create(model_cfg) if not isinstance(model_cfg, SignCLIP) else model_cfg
     splits = prepare_splits(data, model, train_cfg, progress)
     summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
