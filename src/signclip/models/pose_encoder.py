@@ -17,6 +17,7 @@ class PoseEncoder(nn.Module):
                  hands: list[list[int]] | None = None):
         super().__init__()
         self.dims = dims
+        self.width = width  # size of the frame features
         # layout indices of each hand's 21 points (wrist first), for hand-shape features
         self.register_buffer("hand_index", torch.tensor(hands or [], dtype=torch.long), persistent=False)
         in_dim = in_dim + self.hand_index.numel() * dims
@@ -30,6 +31,15 @@ class PoseEncoder(nn.Module):
                                                  enable_nested_tensor=False)
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self.gradient_checkpointing = False
+
+    @classmethod
+    def from_config(cls, cfg, layout) -> "PoseEncoder":
+        """Build from a :class:`~signclip.config.ModelConfig` and its point :class:`Layout`."""
+        if cfg.graph_conv:
+            raise ValueError("graph_conv: only the 'partwise' pose encoder has a graph-convolution embedding")
+        hands = list(layout.hand_slices.values()) if cfg.hand_features else None
+        return cls(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads, cfg.pose_mlp_ratio,
+                   cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim, cfg.pose.dims, hands)
 
     def featurize(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, P*D) keypoints -> (B, T, F) features: the keypoints, then each hand relative to its

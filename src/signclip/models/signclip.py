@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from signclip.config import ModelConfig, get_model_config
 from signclip.data.collate import pad_poses
 from signclip.errors import PoseInputError, TextInputError
+from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.text_encoder import TextEncoder, load_tokenizer
 from signclip.pose.io import PoseSource, describe
@@ -30,6 +31,8 @@ from signclip.pose.preprocess import preprocess, resample_frames
 from signclip.text.prompts import make_prompts
 
 PoseInput = PoseSource | np.ndarray  # path, .pose bytes, Pose, or a preprocessed (T, P, D) array
+# ModelConfig.pose_encoder -> pose tower class (each has ``from_config(cfg, layout)``)
+POSE_ENCODERS: dict[str, type[PoseEncoder]] = {"global": PoseEncoder, "partwise": PartwisePoseEncoder}
 
 
 class SignCLIP(nn.Module):
@@ -38,11 +41,12 @@ class SignCLIP(nn.Module):
     def __init__(self, cfg: ModelConfig, text: TextEncoder, tokenizer):
         super().__init__()
         self.cfg = cfg
-        layout = get_layout(cfg.pose.layout)
-        hands = list(layout.hand_slices.values()) if cfg.hand_features else None
-        self.pose = PoseEncoder(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads,
-                                cfg.pose_mlp_ratio, cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim,
-                                cfg.pose.dims, hands)
+        if cfg.pose_encoder not in POSE_ENCODERS:
+            raise ValueError(f"pose_encoder: unknown {cfg.pose_encoder!r}; known: {sorted(POSE_ENCODERS)}")
+        self.pose = POSE_ENCODERS[cfg.pose_encoder].from_config(cfg, get_layout(cfg.pose.layout))
+        # masked pose modelling decoder (training only): frame features (W) -> standardised features (F)
+        width, n_feat = self.pose.width, self.pose.feature_mean.numel()
+        self.mpm_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_feat))
         self.text = text
         self.tokenizer = tokenizer
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
@@ -65,7 +69,10 @@ class SignCLIP(nn.Module):
         cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
         text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text)
         model = cls(cfg, text, load_tokenizer(path / "tokenizer"))
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+        missing = [k for k in missing if not k.startswith("mpm_head.")]  # models saved before the MPM head
+        if missing or unexpected:
+            raise RuntimeError(f"{path}: weights do not match config.json (missing {missing}, unexpected {unexpected})")
         return model.to(device).eval()
 
     def save(self, path: str | Path) -> Path:
@@ -105,10 +112,14 @@ class SignCLIP(nn.Module):
         return nn.functional.normalize(z, dim=-1) if normalize else z
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised pose and text embeddings (B, E) each, and the temperature scale exp(logit_scale)."""
-        return (self.forward_pose(x, mask), self.forward_text(input_ids, attention_mask),
-                self.logit_scale.clamp(max=np.log(100)).exp())
+                attention_mask: torch.Tensor, features: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised pose and text embeddings (B, E) each, and the temperature scale exp(logit_scale).
+        With ``features``: frame features (B, T, W) and token features (B, L, H) instead of embeddings
+        (for the objectives that need them, see :mod:`signclip.objectives`)."""
+        scale = self.logit_scale.clamp(max=np.log(100)).exp()
+        if features:
+            return self.pose.frame_features(x, mask), self.text.token_features(input_ids, attention_mask), scale
+        return self.forward_pose(x, mask), self.forward_text(input_ids, attention_mask), scale
 
     # ---- user API -------------------------------------------------------------------------------
     def preprocess_pose(self, pose: PoseInput, name: str | None = None) -> np.ndarray:
