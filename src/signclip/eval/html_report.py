@@ -1,0 +1,106 @@
+"""One self-contained HTML report (figures inlined as base64 PNG) plus ``metrics.json``."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from signclip.eval.suite import EvalResult
+
+SECTIONS = {
+    "retrieval": ("Retrieval", "pose→text: each pose ranks the unique prompts (R@k, median rank); text→pose: each "
+                               "unique prompt ranks the poses (P@k, median rank of the first hit)."),
+    "zero_shot_recognition": ("Zero-shot isolated sign recognition",
+                              "each pose ranks the prompts of every class name in its own languages."),
+    "language_identification": ("Sign-language identification",
+                                "each pose ranks the text-free prompts <spoken> <signed> of every sign language the "
+                                "model knows."),
+    "few_shot": ("Few-shot kNN", "k examples per class drawn from the support set, StandardScaler + kNN with "
+                                 "k = round(sqrt(N)); mean and std over random draws."),
+    "linear_probe": ("Linear probe", "logistic regression (C=1) on standardised frozen features of the whole "
+                                     "support set."),
+}
+FIGURES = {
+    "tsne_pose_text": "t-SNE of pose and text embeddings", "umap_pose_text": "UMAP of pose and text embeddings",
+    "similarity": "Similarity heat-map", "confusion_zero_shot": "Zero-shot recognition confusion matrix",
+    "confusion_language_id": "Sign-language identification confusion matrix", "iconicity": "Iconicity ranking",
+    "training_curve": "Training curve",
+}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+.note{color:#555;font-size:.9em}"""
+
+
+def _fmt(metric: str, v: object) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.1f}" if ("MedianR" in metric or metric.endswith(" k")) else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def metric_table_html(columns: dict[str, dict[str, float]]) -> str:
+    """HTML table: one row per metric, one column per system (rows in first-seen order)."""
+    names = list(columns)
+    metrics = list(dict.fromkeys(m for col in columns.values() for m in col))
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    rows = ["<tr><td>" + html.escape(m) + "</td>" + "".join(f"<td>{_fmt(m, columns[n].get(m))}</td>" for n in names)
+            + "</tr>" for m in metrics]
+    return "<table class=\"metrics\">" + head + "".join(rows) + "</table>"
+
+
+def dataframe_html(df: pd.DataFrame, max_rows: int = 40) -> str:
+    """A table of (at most) the first and last rows of a DataFrame."""
+    shown = df if len(df) <= max_rows else pd.concat([df.head(max_rows // 2), df.tail(max_rows // 2)])
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, classes="table")
+
+
+def image_html(path: Path, alt: str) -> str:
+    """An <img> with the PNG inlined as a base64 data URI."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def write_metrics_json(result: EvalResult, path: str | Path) -> Path:
+    """``metrics.json``: metrics by section and system, facts, and the iconicity ranking."""
+    payload = {"metrics": result.metrics, "facts": result.facts,
+               "tables": {k: v.to_dict(orient="records") for k, v in result.tables.items()}}
+    Path(path).write_text(json.dumps(payload, indent=2, default=float))
+    return Path(path)
+
+
+def write_html_report(result: EvalResult, out_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``OUT/report.html`` (self-contained) and ``OUT/metrics.json``; return the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or result.facts.get("title", "signclip evaluation")
+    parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><h2>Setup</h2><ul>"]
+    parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in result.facts.items() if k != "title"]
+    parts.append("</ul>")
+    for key, columns in result.metrics.items():
+        base, _, label = key.partition("/")
+        if base not in SECTIONS:
+            continue
+        name, note = SECTIONS[base]
+        suffix = f" — label: {label}" if label else ""
+        parts += [f"<h2>{html.escape(name + suffix)}</h2>", f"<p class=\"note\">{html.escape(note)}</p>",
+                  metric_table_html(columns)]
+    if "iconicity" in result.tables:
+        parts += ["<h2>Iconicity</h2>", "<p class=\"note\">concepts signed in several sign languages, ranked by the "
+                  "spread of their pose embeddings across languages (sum of per-dimension std; smallest = most "
+                  "similar across languages).</p>", dataframe_html(result.tables["iconicity"])]
+    if result.figures:
+        parts.append("<h2>Figures</h2>")
+        for key, path in result.figures.items():
+            cap = FIGURES.get(key, key)
+            parts += [f"<h3>{html.escape(cap)}</h3>", image_html(path, cap)]
+    parts.append("</body></html>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    write_metrics_json(result, out / "metrics.json")
+    return path
