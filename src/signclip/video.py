@@ -136,18 +136,18 @@ def write_pose(pose: Pose, out: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def convert_video(video: str | Path, out: str | Path) -> int:
+def convert_video(video: str | Path, out: str | Path, progress: bool = False) -> int:
     """Convert one video to a ``.pose`` file; returns its number of frames."""
-    pose = video_to_pose(video)
+    pose = video_to_pose(video, progress=progress)
     write_pose(pose, out)
     return int(pose.body.data.shape[0])
 
 
-def _convert_task(video: str, out: str) -> tuple[str, int, str | None, float]:
+def _convert_task(video: str, out: str, progress: bool = False) -> tuple[str, int, str | None, float]:
     """Worker: (video, frames, error message or None, seconds)."""
     start = time.perf_counter()
     try:
-        return video, convert_video(video, out), None, time.perf_counter() - start
+        return video, convert_video(video, out, progress), None, time.perf_counter() - start
     except Exception as e:  # reported in the summary; other videos go on
         msg = str(e) if isinstance(e, PoseInputError) else f"{video}: {type(e).__name__}: {e}"
         return video, 0, msg, time.perf_counter() - start
@@ -198,16 +198,19 @@ def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | 
 
     pairs = list(source) if out is None else plan_conversions(source, out)  # type: ignore[arg-type]
     summary = ConversionSummary()
-    todo = []
+    todo, targets = [], {}
     for video, pose_path in pairs:
-        if not overwrite and pose_path.is_file() and pose_path.stat().st_size > 0:
+        if pose_path in targets:  # e.g. sign.mp4 and sign.mov in one folder
+            summary.failed[str(video)] = f"{video}: same output {pose_path} as {targets[pose_path]}; not converted"
+        elif not overwrite and pose_path.is_file() and pose_path.stat().st_size > 0:
             summary.skipped.append(str(video))
         else:
             todo.append((str(video), str(pose_path)))
+        targets.setdefault(pose_path, video)
     if todo:
         _holistic()  # fail once, early, when the extra is missing
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="video", desc="video -> pose", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), unit="video", desc="video -> pose", disable=not progress or len(todo) < 2)
 
     def record(result: tuple[str, int, str | None, float]) -> None:
         video, frames, error, _ = result
@@ -222,8 +225,8 @@ def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | 
 
     workers = max(1, min(workers, len(todo)))
     if workers == 1:
-        for task in todo:
-            record(_convert_task(*task))
+        for task in todo:  # one video alone: a bar over its frames
+            record(_convert_task(*task, progress=progress and len(todo) == 1))
     else:  # spawn: mediapipe's threads do not survive fork
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             for future in as_completed([pool.submit(_convert_task, *task) for task in todo]):
