@@ -16,6 +16,7 @@ arrays in memory (:class:`SplitData`) or a stream of packed shards (:mod:`signcl
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -130,6 +131,15 @@ class Objective(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, tok: dict[str, torch.Tensor],
                 text_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return compute_loss(self.model, x, mask, tok, text_ids, self.cfg, gather=self.gather)
+
+
+def wrap_ddp(objective: Objective, device: torch.device, find_unused_parameters: bool = True) -> nn.Module:
+    """DDP over the objective: gradients averaged over ranks. The buffers (feature statistics) are
+    constant during training, so they are not re-broadcast before every forward."""
+    sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})
+    return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters, **sync)
 
 
 def enable_gradient_checkpointing(model: SignCLIP) -> None:
@@ -259,10 +269,8 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         scheduler.load_state_dict(state["scheduler"])
         step, best, best_metrics = state["step"], state["best"], state["best_metrics"]
     objective = Objective(model, cfg, gather_with_grad if env.distributed else no_gather)
-    if env.distributed:  # gradients averaged over ranks; the constant feature statistics need no broadcast
-        objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
-                                            find_unused_parameters=cfg.find_unused_parameters,
-                                            broadcast_buffers=False)
+    if env.distributed:
+        objective = wrap_ddp(objective, device, cfg.find_unused_parameters)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision: expected 'fp32' or 'bf16', got {cfg.precision!r}")
