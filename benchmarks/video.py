@@ -15,6 +15,8 @@ import io
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +74,9 @@ def main() -> None:
                      *_measure(lambda: summaries.append(
                          convert_videos(videos_dir, tmp / "workers", workers=args.workers, progress=False)))))
         assert not summaries[0].failed and len(summaries[0].converted) == args.copies, str(summaries[0])
+    # what each worker process pays before its first frame: a fresh interpreter importing signclip + mediapipe
+    startup = _measure(lambda: subprocess.run(
+        [sys.executable, "-c", "import signclip.video, pose_format.utils.holistic"], check=True))
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"video: {args.video.name}, {frames_per_video} frames; {args.copies} copies = {total} frames; "
@@ -81,6 +86,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for label, seconds, cpu in rows:
         print(f"| {label} | {seconds:.1f} | {total / seconds:.1f} | {cpu:.1f} | {total / cpu:.1f} |")
+    print(f"| start-up of one worker process (imports, no frames) | {startup[0]:.1f} | | {startup[1]:.1f} | |")
 
 
 if __name__ == "__main__":
