@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--long", type=float, default=30.0, help="final 32-client pose run with batching (0: skip)")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--workloads", nargs="+", default=["embed pose", "embed text", "search (text)"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, index_dir, paths = setup(Path(tmp), 120)
@@ -113,6 +114,7 @@ def main() -> None:
             "embed text": [("/api/embed/text", {"text": [w]}) for w in words],
             "search (text)": [("/api/search", {"text": w, "k": 10}) for w in words],
         }
+        workloads = {k: v for k, v in workloads.items() if k in args.workloads}
         print(f"{os.cpu_count()} CPUs, {args.seconds:g} s per cell; one pose / text per request")
         print("| batching | workload | clients | req/s | p50 ms | p99 ms | ok | failed |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
