@@ -95,8 +95,13 @@ def video_to_pose(source: VideoSource, name: str | None = None, progress: bool =
             meta = video_metadata_from_container(container)
             if not meta.fps or meta.fps <= 0:
                 raise PoseInputError(f"{name}: the video has no frame rate")
-            pose = load_holistic(read_frames_exact(container), fps=meta.fps, width=meta.width, height=meta.height,
-                                 progress=progress, additional_holistic_config=dict(HOLISTIC_CONFIG))
+            frames = read_frames_exact(container)
+            if progress:
+                from tqdm import tqdm
+
+                frames = tqdm(frames, total=meta.nb_frames, unit="frame", desc=Path(name).name)
+            pose = load_holistic(frames, fps=meta.fps, width=meta.width, height=meta.height,
+                                 additional_holistic_config=dict(HOLISTIC_CONFIG))
     except PoseInputError:
         raise
     except ValueError as e:
