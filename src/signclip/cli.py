@@ -39,9 +39,11 @@ def train(
     grad_accum: Optional[int] = None, seed: Optional[int] = None, device: Optional[str] = None,
     save_every: Optional[int] = None, eval_every: Optional[int] = None,
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
+    split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
+                                           "e.g. 'signer' for signer-independent validation/test sets"),
 ) -> None:
     """Train (or resume training) a model; the best model is saved to OUT/best."""
-    from signclip.data.datasets import load_dataset
+    from signclip.data.datasets import load_dataset, split_dataset
     from signclip.train import fit
 
     cfg = _train_config(config, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum, seed=seed,
@@ -50,7 +52,10 @@ def train(
     if is_shard_dir(data):
         from signclip.cli_scale import train_shards
         return train_shards(data, model, cfg, out, resume)
-    _, _, summary = fit(load_dataset(data), get_model_config(model), cfg, out, resume=resume)
+    df = load_dataset(data)
+    if split_by:
+        df = split_dataset(df, cfg.val_fraction, cfg.test_fraction, cfg.seed, group=split_by)
+    _, _, summary = fit(df, get_model_config(model), cfg, out, resume=resume)
     typer.echo(json.dumps(summary["best_metrics"], indent=2))
     typer.echo(f"best model: {out / 'best'}")
 
@@ -58,20 +63,46 @@ def train(
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="saved model directory"),
-    data: str = typer.Argument(..., help="manifest CSV (e.g. RUN/splits.csv), folder, or 'lexicon'"),
+    data: str = typer.Argument(..., help="manifest CSV (e.g. RUN/splits.csv), folder, 'lexicon', Kaggle ASL Signs "
+                                         "train.csv, or ACTION/SEQUENCE/FRAME.npy folders"),
     split: str = typer.Option("test", help="split to evaluate; 'all' for every row"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics JSON here"),
+    report: Optional[Path] = typer.Option(None, "--report", help="run the full evaluation suite and write "
+                                          "REPORT/report.html (self-contained), REPORT/metrics.json and PNG figures"),
+    split_by: Optional[str] = typer.Option(None, "--split-by", help="rows without a split are split keeping each "
+                                           "value of this column in one split, e.g. 'signer' (leave signers out)"),
+    shots: int = typer.Option(10, help="examples per class for the few-shot kNN (with --report)"),
+    draws: int = typer.Option(5, help="random few-shot draws (with --report)"),
 ) -> None:
-    """Retrieval metrics (pose→text R@k, text→pose P@k, median ranks) of a saved model."""
-    from signclip.data.datasets import load_arrays, load_dataset
+    """Retrieval metrics of a saved model; with --report the whole suite (zero-/few-shot recognition, linear
+    probe, sign-language identification, iconicity, plots) beside chance and raw-keypoint baselines."""
+    from signclip.data.adapters import read_any
+    from signclip.data.datasets import load_arrays, load_dataset, split_dataset
     from signclip.models.signclip import load
     from signclip.train import SplitData, evaluate_split, make_prompts_for
 
     m = load(model)
     df = load_dataset(data)
+    if split != "all" and not df["split"].isin(["train", "validation", "test"]).all():
+        df = split_dataset(df, group=split_by)  # the training defaults (seed 42, 10% validation, 20% test)
+    if report is not None:
+        from signclip.eval.html_report import write_html_report
+        from signclip.eval.suite import run_suite
+
+        log_csv = Path(model).parent / "log.csv"
+        result = run_suite(m, df, report, split=split, shots=shots, draws=draws, progress=True, reader=read_any,
+                           log_csv=log_csv if log_csv.exists() else None, title=f"signclip evaluation of {model}")
+        path = write_html_report(result, report)
+        metrics = result.metrics
+        text = json.dumps(metrics, indent=2)
+        if out:
+            out.write_text(text)
+        typer.echo(text)
+        typer.echo(f"report: {path}")
+        return
     if split != "all":
         df = df[df["split"] == split]
-    arrays, kept, _ = load_arrays(df, m.cfg.pose)
+    arrays, kept, _ = load_arrays(df, m.cfg.pose, reader=read_any)
     metrics = evaluate_split(m, SplitData(kept, arrays, make_prompts_for(m, kept)))
     text = json.dumps(metrics, indent=2)
     if out:

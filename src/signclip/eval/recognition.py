@@ -13,6 +13,7 @@ exactly the same code.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -132,7 +133,9 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     """StandardScaler (fit on the support set) + kNN with k = round(sqrt(N support)) -> accuracy."""
     scaler = StandardScaler().fit(train_x)
     k = max(1, min(len(train_x), round(np.sqrt(len(train_x)))))
-    knn = KNeighborsClassifier(n_neighbors=k).fit(scaler.transform(train_x), train_y)
+    with warnings.catch_warnings():  # few examples per class: sklearn warns "could be regression"
+        warnings.simplefilter("ignore", UserWarning)
+        knn = KNeighborsClassifier(n_neighbors=k).fit(scaler.transform(train_x), train_y)
     return float((knn.predict(scaler.transform(test_x)) == test_y).mean())
 
 
@@ -157,5 +160,7 @@ def linear_probe(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, tes
     if len(np.unique(ytr)) < 2:
         return float((yte == ytr[0]).mean())
     scaler = StandardScaler().fit(train_x)
-    clf = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(train_x), ytr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(train_x), ytr)
     return float((clf.predict(scaler.transform(test_x)) == yte).mean())
