@@ -77,7 +77,7 @@ def test_resume_continues_exactly(small_splits, tmp_path):
             if len(calls) > 3:
                 raise Stop
 
-    handle = interrupted.pose.register_forward_pre_hook(stop_after_three_steps)
+    handle = interrupted.pose.frame_mlp.register_forward_pre_hook(stop_after_three_steps)  # once per pose batch
     with pytest.raises(Stop):
         train(interrupted, fresh_splits(small_splits), cfg, tmp_path / "resumed", progress=False)
     handle.remove()
