@@ -39,7 +39,7 @@ def main() -> None:
     from signclip.data.datasets import load_lexicon
     from signclip.export.onnx import export_onnx
     from signclip.models.signclip import load
-    from signclip_onnx import OnnxSignCLIP
+    from signclip.export.runtime import OnnxSignCLIP
 
     lexicon = load_lexicon()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""`signclip export onnx`: torch-free inference (signclip_onnx) matches the torch model."""
+"""`signclip export onnx`: torch-free inference (signclip.export.runtime) matches the torch model."""
 from __future__ import annotations
 
 import json
@@ -35,7 +35,7 @@ def test_files(exported):
                  "tokenizer/tokenizer.json", "signclip_onnx.json", "pose_statistics.npz"):
         assert (out / name).is_file(), name
     spec = json.loads((out / "signclip_onnx.json").read_text())
-    assert spec["int8"] and len(spec["layout"]["points"]) == 178 and spec["signed_languages"]
+    assert spec["int8"] and spec["model"]["pose"]["layout"] == "reduce_holistic" and spec["model"]["signed_languages"]
     stats = np.load(out / "pose_statistics.npz")
     assert stats["std"].min() > 0
 
@@ -46,7 +46,7 @@ def test_torch_free_subprocess_matches_torch(exported, lexicon_paths, tmp_path):
     paths = lexicon_paths[::3][:12]  # different sign languages and lengths
     code = f"""
 import sys, json, numpy as np
-from signclip_onnx import OnnxSignCLIP
+from signclip.export.runtime import OnnxSignCLIP
 m = OnnxSignCLIP({str(out)!r})
 q = OnnxSignCLIP({str(out)!r}, int8=True)
 paths = {paths!r}
@@ -73,7 +73,8 @@ print("ok")
 
 
 def test_runtime_errors(exported, lexicon_paths):
-    from signclip_onnx import InputError, OnnxSignCLIP
+    from signclip.errors import SignCLIPInputError as InputError
+    from signclip.export.runtime import OnnxSignCLIP
 
     m = OnnxSignCLIP(exported[1])
     with pytest.raises(InputError, match="bad.pose: not a readable"):

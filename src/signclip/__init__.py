@@ -1,12 +1,26 @@
-"""signclip: one embedding space for sign-language poses and spoken-language text."""
-from signclip.config import ModelConfig, TrainConfig, get_model_config, list_model_configs
-from signclip.errors import PoseInputError, SignCLIPInputError, TextInputError
-from signclip.models.signclip import SignCLIP, create_model, load
+"""signclip: one embedding space for sign-language poses and spoken-language text.
+
+Names are imported lazily, so torch-free parts (preprocessing, prompts, the ONNX runtime in
+:mod:`signclip.export.runtime`) can be used without loading torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-list_models = list_model_configs
 
-__all__ = [
-    "SignCLIP", "create_model", "load", "list_models", "ModelConfig", "TrainConfig", "get_model_config",
-    "PoseInputError", "TextInputError", "SignCLIPInputError", "__version__",
-]
+_EXPORTS = {
+    "SignCLIP": "signclip.models.signclip", "create_model": "signclip.models.signclip",
+    "load": "signclip.models.signclip", "ModelConfig": "signclip.config", "TrainConfig": "signclip.config",
+    "get_model_config": "signclip.config", "list_models": "signclip.config",
+    "PoseInputError": "signclip.errors", "TextInputError": "signclip.errors", "SignCLIPInputError": "signclip.errors",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'signclip' has no attribute {name!r}")
+    attr = "list_model_configs" if name == "list_models" else name
+    return getattr(importlib.import_module(_EXPORTS[name]), attr)

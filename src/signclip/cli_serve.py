@@ -180,7 +180,7 @@ def export_onnx_cmd(
     out: Path = typer.Argument(..., help="output directory"),
     int8: bool = typer.Option(False, "--int8", help="also write dynamically quantised int8 encoders"),
 ) -> None:
-    """Write the pose and text encoders as ONNX (+ tokenizer, preprocessing) for `signclip_onnx`."""
+    """Write the pose and text encoders as ONNX (+ tokenizer, preprocessing) for `signclip.export.runtime`."""
     from signclip.export.onnx import export_onnx
     from signclip.models.signclip import load
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 
-def pad_poses(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (T_i, P, D) arrays -> (B, T_max, P*D) float tensor (NaN = missing), (B, T_max) bool mask."""
+def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """List of (T_i, P, D) arrays -> (B, T_max, P*D) float32 (NaN = missing) and (B, T_max) bool mask."""
     t_max = max(a.shape[0] for a in arrays)
     feat = arrays[0].shape[1] * arrays[0].shape[2]
     x = np.zeros((len(arrays), t_max, feat), dtype=np.float32)
@@ -16,4 +15,12 @@ def pad_poses(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]
     for i, a in enumerate(arrays):
         x[i, : a.shape[0]] = a.reshape(a.shape[0], -1)
         mask[i, : a.shape[0]] = True
+    return x, mask
+
+
+def pad_poses(arrays: Sequence[np.ndarray]):
+    """:func:`pad_arrays` as torch tensors (torch imported here so this module stays torch-free)."""
+    import torch
+
+    x, mask = pad_arrays(arrays)
     return torch.from_numpy(x), torch.from_numpy(mask)

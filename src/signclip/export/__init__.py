@@ -1,4 +1,2 @@
-"""Model export: ONNX encoders for torch-free inference (:mod:`signclip_onnx`)."""
-from signclip.export.onnx import export_onnx
-
-__all__ = ["export_onnx"]
+"""Model export: ONNX encoders (:func:`signclip.export.onnx.export_onnx`, needs torch) and the
+torch-free runtime that runs them (:class:`signclip.export.runtime.OnnxSignCLIP`)."""

@@ -1,4 +1,4 @@
-"""Export a SignCLIP model to ONNX for torch-free inference (see :mod:`signclip_onnx`).
+"""Export a SignCLIP model to ONNX for torch-free inference (see :mod:`signclip.export.runtime`).
 
 The output directory::
 
@@ -7,7 +7,7 @@ The output directory::
     text_encoder.onnx        (B, L) input_ids + attention_mask (int64) -> (B, E) normalised
     *.int8.onnx              dynamically quantised (int8 weights) copies, with ``int8=True``
     tokenizer/tokenizer.json the text tokenizer (Hugging Face ``tokenizers`` format)
-    signclip_onnx.json       model config, prompt template, languages, point layout for preprocessing
+    signclip_onnx.json       the model config (preprocessing, prompt template, languages) and pad token id
     pose_statistics.npz      the feature mean/std also stored in the pose graph (for inspection)
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from signclip.pose.layout import BODY, LEFT_HAND, RIGHT_HAND, get_layout
+from signclip.pose.layout import get_layout
 
 OPSET = 17
 
@@ -69,16 +69,6 @@ class _TextGraph(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, E)
         return self.model.forward_text(input_ids, attention_mask)
-
-
-def layout_spec(layout_name: str) -> dict:
-    """What preprocessing needs to know about a layout, as plain JSON."""
-    layout = get_layout(layout_name)
-    return {"name": layout.name, "points": [list(p) for p in layout.points], "mirror": layout.mirror,
-            "missing_by_design": layout.missing_by_design,
-            "hands": [layout.hand_slices[LEFT_HAND], layout.hand_slices[RIGHT_HAND]],
-            "shoulders": [layout.index(BODY, "LEFT_SHOULDER"), layout.index(BODY, "RIGHT_SHOULDER")],
-            "body_component": BODY}
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -138,11 +128,7 @@ def export_onnx(model, out: str | Path, int8: bool = False, opset: int = OPSET) 
     np.savez(out / "pose_statistics.npz", mean=model.pose.feature_mean.cpu().numpy(),
              std=model.pose.feature_std.cpu().numpy())
     spec = {"format": "signclip-onnx/1", "model": cfg.to_dict(), "embed_dim": cfg.embed_dim,
-            "pose": cfg.pose.__dict__ if not hasattr(cfg.pose, "to_dict") else cfg.pose.to_dict(),
-            "layout": layout_spec(cfg.pose.layout), "text_max_tokens": cfg.text_max_tokens,
-            "pad_token_id": int(model.tokenizer.pad_token_id or 0), "prompt_template": cfg.prompt_template,
-            "spoken_languages": cfg.spoken_languages, "signed_languages": cfg.signed_languages,
-            "int8": bool(int8)}
+            "pad_token_id": int(model.tokenizer.pad_token_id or 0), "int8": bool(int8)}
     (out / "signclip_onnx.json").write_text(json.dumps(spec, indent=2, default=str))
     files["config"] = out / "signclip_onnx.json"
     return files
