@@ -20,29 +20,30 @@ from signclip.pose.io import PoseSource, describe, read_pose
 from signclip.pose.layout import BODY, Layout, get_layout
 
 
+def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
+    """(P,) index of each layout point in the pose's header, -1 where the header lacks it."""
+    index: dict[tuple[str, str], int] = {}
+    for component in pose.header.components:
+        for point in component.points:
+            index[(component.name, point)] = len(index)
+    return np.array([index.get(key, -1) for key in layout.points])
+
+
 def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarray:
     """(frames, points, 3) float32 of the layout's points, NaN where missing; first person only."""
-    header_index: dict[tuple[str, str], int] = {}
-    offset = 0
-    for component in pose.header.components:
-        for i, point in enumerate(component.points):
-            header_index[(component.name, point)] = offset + i
-        offset += len(component.points)
-    if (BODY, "LEFT_SHOULDER") not in header_index:
+    idx = header_indices(pose, layout)  # (P,)
+    if idx[layout.index(BODY, "LEFT_SHOULDER")] < 0:
         comps = [c.name for c in pose.header.components]
         raise PoseInputError(f"{name}: not a MediaPipe Holistic pose (components {comps}); "
                              "convert other keypoint formats with signclip.data.adapters")
-    data = np.ma.getdata(pose.body.data)[:, 0].astype(np.float32)  # (T, P_header, D)
-    mask = np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)  # (T, P_header) True = missing
-    conf = np.asarray(pose.body.confidence)[:, 0]
-    missing = mask | (conf <= 0)
+    found = idx >= 0
+    data = np.ma.getdata(pose.body.data)[:, 0, idx[found]].astype(np.float32)  # (T, P_found, D)
+    missing = np.ma.getmaskarray(pose.body.data)[:, 0, idx[found]].any(-1)  # (T, P_found)
+    missing |= np.asarray(pose.body.confidence)[:, 0, idx[found]] <= 0
     if data.shape[-1] < 3:  # 2-D poses: z = 0
         data = np.concatenate([data, np.zeros_like(data[..., :1])], axis=-1)
     out = np.full((data.shape[0], len(layout), 3), np.nan, dtype=np.float32)
-    for j, key in enumerate(layout.points):
-        i = header_index.get(key)
-        if i is not None:
-            out[:, j] = np.where(missing[:, i, None], np.nan, data[:, i, :3])
+    out[:, found] = np.where(missing[..., None], np.nan, data[..., :3])
     out[:, layout.missing_by_design] = np.nan
     out[~np.isfinite(out).all(-1)] = np.nan  # a point with any NaN/inf coordinate is missing
     return out
