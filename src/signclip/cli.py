@@ -113,7 +113,7 @@ def eval_cmd(
 @app.command()
 def embed(
     model: Path = typer.Argument(..., help="saved model directory"),
-    inputs: list[str] = typer.Argument(None, help=".pose files or folders of them"),
+    inputs: list[str] = typer.Argument(None, help=".pose files, videos, or folders of them"),
     texts: Optional[list[str]] = typer.Option(None, "--text", "-t", help="text to embed (repeatable)"),
     manifest: Optional[str] = typer.Option(None, help="embed the poses of a manifest CSV / folder / 'lexicon'"),
     spoken_language: Optional[str] = typer.Option(None, "--spoken-language", "-s"),
@@ -137,13 +137,20 @@ def embed(
             meta = load_dataset(manifest)
             paths = meta["path"].tolist()
         else:
-            paths = [str(p) for i in inputs or [] for p in (sorted(Path(i).rglob("*.pose")) if Path(i).is_dir() else [Path(i)])]
+            paths = [str(p) for i in inputs or [] for p in (pose_files(Path(i)) if Path(i).is_dir() else [Path(i)])]
             meta = pd.DataFrame({"path": paths})
         if not paths:
             raise typer.BadParameter("nothing to embed: give .pose files, folders, --manifest or --text")
         emb = m.encode_pose(paths, batch_size=batch_size, progress=True)
     write_embeddings(emb, meta, out)
     typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out}")
+
+
+def pose_files(folder: Path) -> list[Path]:
+    """The .pose files and videos under a folder, sorted."""
+    from signclip.video import is_video_path
+
+    return sorted(p for p in folder.rglob("*") if p.suffix == ".pose" or is_video_path(p))
 
 
 def write_embeddings(emb: np.ndarray, meta: pd.DataFrame, out: Path) -> None:
