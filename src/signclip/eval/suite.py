@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signclip.data.datasets import load_arrays, split_dataset
+from signclip.data.datasets import load_arrays
 from signclip.eval import analysis, recognition
 from signclip.eval.baselines import keypoint_baseline_metrics, keypoint_features
 from signclip.eval.retrieval import chance_metrics, retrieval_metrics, unique_texts
@@ -45,7 +45,7 @@ class EvalResult:
     facts: dict[str, str] = field(default_factory=dict)
 
 
-def _support_and_eval(df: pd.DataFrame, split: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+def _support_and_eval(df: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     """The evaluated rows, the support rows (the training split) and a description of both."""
     if split == "all" or "split" not in df.columns or not df["split"].notna().any():
         return df.reset_index(drop=True), None, "all rows (no training split: no few-shot, probe or keypoint baseline)"
@@ -93,7 +93,7 @@ def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: s
         stages[name] = time.time() - tick
         tick = time.time()
 
-    ev_df, sup_df, split_desc = _support_and_eval(data, split, seed)
+    ev_df, sup_df, split_desc = _support_and_eval(data, split)
     ev_arrays, ev_df, _ = load_arrays(ev_df, model.cfg.pose, progress=progress, reader=reader)
     if not ev_arrays:
         raise ValueError(f"split {split!r}: no usable pose")
@@ -233,9 +233,3 @@ def _plots(model: SignCLIP, res: EvalResult, out: Path, ev_df: pd.DataFrame, ev_
 def _na(v) -> str | None:
     return None if pd.isna(v) else str(v)
 
-
-def ensure_split(data: pd.DataFrame, group: str | None = None, seed: int = 42) -> pd.DataFrame:
-    """Give rows without a split one (``group="signer"``: leave signers out), as training would."""
-    if data["split"].isin(["train", "validation", "test"]).all():
-        return data
-    return split_dataset(data, seed=seed, group=group)
