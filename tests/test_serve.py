@@ -47,6 +47,9 @@ def test_health_info_docs_and_unknown_routes(client, server):
     assert info["signed_languages"] == server[1].cfg.signed_languages
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/embed/text", "/api/embed/pose", "/api/search", "/api/health", "/api/info"} <= set(paths)
+    docs = client.get("/docs").text  # the docs page works offline: its assets come from this server
+    asset = docs.split('src="')[1].split('"')[0]
+    assert asset.startswith("/") and client.get(asset).status_code == 200
     r = client.get("/api/nope")
     assert r.status_code == 404 and "detail" in r.json()
     r = client.delete("/api/health")

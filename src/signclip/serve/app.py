@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -234,8 +235,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(model, index: SearchIndex | None = None, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app for a loaded model (and optional index)."""
     svc = Service(model, index, settings)
-    app = FastAPI(title="signclip", version="0.1.0",
-                  description="Embed sign-language poses and texts into one space; search an index.")
+    app = FastAPIOffline(title="signclip", version="0.1.0",  # /docs assets served locally, no CDN
+                         description="Embed sign-language poses and texts into one space; search an index.")
     app.state.service = svc
     app.router.add_event_handler("shutdown", svc.close)
 
