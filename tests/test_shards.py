@@ -108,10 +108,14 @@ def test_train_and_embed_from_shards(packed, tmp_path):
     from signclip.config import get_model_config
 
     root, meta = packed
-    cfg = TrainConfig(epochs=1, batch_size=8, warmup_steps=1, device="cpu", shuffle_buffer=8)
+    # the GPU-path options also run on CPU: bf16 autocast and gradient checkpointing
+    cfg = TrainConfig(epochs=1, batch_size=8, warmup_steps=1, device="cpu", shuffle_buffer=8, precision="bf16",
+                      gradient_checkpointing=True)
     model, splits, summary = fit_shards(root, get_model_config("tiny", pose_layers=1), cfg, tmp_path / "run",
                                         progress=False)
     assert summary["steps"] == meta["splits"]["train"] // 8
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert np.isfinite(log["loss"]).all() and (log["grad_norm"] > 0).all()
     assert (tmp_path / "run" / "checkpoints" / "last" / "trainer_state.pt").exists()
     np.testing.assert_allclose(model.pose.feature_mean.numpy(), ShardSplit(root).statistics()[0])
     out = embed_shards(model, root, tmp_path / "emb.parquet", progress=False)

@@ -147,7 +147,10 @@ def enable_gradient_checkpointing(model: SignCLIP) -> None:
     model.pose.gradient_checkpointing = True
     backbone = model.text.backbone
     if not getattr(model.text, "frozen", False) and getattr(backbone, "supports_gradient_checkpointing", False):
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def lr_lambda(warmup: int, total: int):
