@@ -86,7 +86,7 @@ def test_kaggle_asl_signs(tmp_path, two_paths):
     np.testing.assert_allclose(got, reference(two_paths[0]), rtol=1e-5, atol=1e-5, equal_nan=True)
     left = get_layout(CFG.layout).hand_slices[LEFT_HAND]
     assert np.isnan(got[:, left]).all()  # the absent hand is missing, not at the origin
-    arrays, kept, errors = load_arrays(df, CFG, progress=False, reader=adapters.read_any)
+    arrays, kept, errors = load_arrays(df, CFG, progress=False)
     assert len(arrays) == 2 and not errors
 
 
@@ -102,23 +102,23 @@ def test_numpy_arrays_with_declared_layouts(tmp_path, two_paths):
     np.savez(tmp_path / "c.npz", keypoints=no_face[..., :2], fps=25.0)  # 2-D
     a = pose_to_array(adapters.read_numpy(tmp_path / "a.npy", fps=25.0), CFG)
     np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
-    b = pose_to_array(adapters.read_any(tmp_path / "b.npz"), CFG)
+    b = pose_to_array(read_pose(tmp_path / "b.npz"), CFG)  # read_pose dispatches to the adapters
     np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
-    c = pose_to_array(adapters.read_any(tmp_path / "c.npz"), CFG)
+    c = pose_to_array(adapters.read_keypoint_file(tmp_path / "c.npz"), CFG)
     body_hands = [i for i, (comp, _) in enumerate(get_layout(CFG.layout).points) if comp != FACE]
     face = [i for i, (comp, _) in enumerate(get_layout(CFG.layout).points) if comp == FACE]
     assert np.isnan(c[:, face]).all()
     np.testing.assert_allclose(c[:, body_hands, :2], ref[:, body_hands, :2], rtol=1e-5, atol=1e-5, equal_nan=True)
-    # a manifest of .npy files reads through load_arrays with read_any
+    # a manifest of .npy files reads through load_arrays
     pd.DataFrame({"path": ["a.npy", "b.npz"], "text": ["A", "A"]}).to_csv(tmp_path / "manifest.csv", index=False)
-    arrays, _, errors = load_arrays(load_dataset(tmp_path), CFG, progress=False, reader=adapters.read_any)
+    arrays, _, errors = load_arrays(load_dataset(tmp_path), CFG, progress=False)
     assert len(arrays) == 2 and not errors
 
 
 def test_numpy_errors_name_the_file(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((4, 100, 3)))
     with pytest.raises(PoseInputError, match="bad.npy"):
-        adapters.read_any(tmp_path / "bad.npy")
+        adapters.read_keypoint_file(tmp_path / "bad.npy")
     np.save(tmp_path / "bad2.npy", np.zeros((4, 543, 3)))
     with pytest.raises(PoseInputError, match="unknown keypoint layout"):
         adapters.read_numpy(tmp_path / "bad2.npy", layout="openpose")
@@ -147,7 +147,7 @@ def test_1662_vector_frame_folders(tmp_path, two_paths):
     got = pose_to_array(pose, CFG)
     np.testing.assert_allclose(got, reference(two_paths[0]), rtol=1e-5, atol=1e-5, equal_nan=True)
     assert np.isnan(got[:, get_layout(CFG.layout).hand_slices[LEFT_HAND]]).all()  # zeros -> missing
-    arrays, _, errors = load_arrays(df, CFG, progress=False, reader=adapters.read_any)
+    arrays, _, errors = load_arrays(df, CFG, progress=False)
     assert len(arrays) == 2 and not errors
     with pytest.raises(PoseInputError, match="1662"):
         adapters.pose_from_vectors(np.zeros((3, 1000)))

@@ -76,7 +76,6 @@ def eval_cmd(
 ) -> None:
     """Retrieval metrics of a saved model; with --report the whole suite (zero-/few-shot recognition, linear
     probe, sign-language identification, iconicity, plots) beside chance and raw-keypoint baselines."""
-    from signclip.data.adapters import read_any
     from signclip.data.datasets import load_arrays, load_dataset, split_dataset
     from signclip.models.signclip import load
     from signclip.train import SplitData, evaluate_split, make_prompts_for
@@ -90,7 +89,7 @@ def eval_cmd(
         from signclip.eval.suite import run_suite
 
         log_csv = Path(model).parent / "log.csv"
-        result = run_suite(m, df, report, split=split, shots=shots, draws=draws, progress=True, reader=read_any,
+        result = run_suite(m, df, report, split=split, shots=shots, draws=draws, progress=True,
                            log_csv=log_csv if log_csv.exists() else None, title=f"signclip evaluation of {model}")
         path = write_html_report(result, report)
         metrics = result.metrics
@@ -102,7 +101,7 @@ def eval_cmd(
         return
     if split != "all":
         df = df[df["split"] == split]
-    arrays, kept, _ = load_arrays(df, m.cfg.pose, reader=read_any)
+    arrays, kept, _ = load_arrays(df, m.cfg.pose)
     metrics = evaluate_split(m, SplitData(kept, arrays, make_prompts_for(m, kept)))
     text = json.dumps(metrics, indent=2)
     if out:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from signclip.config import ModelConfig, TrainConfig
 from signclip.data.collate import pad_poses
-from signclip.data.datasets import PoseTextDataset, load_arrays, split_dataset
+from signclip.data.datasets import PoseTextDataset, load_arrays, load_manifest, split_dataset
 from signclip.distributed import DistEnv, barrier, broadcast_object, gather_with_grad, init_distributed
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
@@ -364,7 +364,7 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str, train_cfg: TrainConfig
     splits_csv = out / "splits.csv"
     reuse = broadcast_object(resume and splits_csv.exists())
     if reuse:
-        data = pd.read_csv(splits_csv, dtype={"text": str, "signer": str})
+        data = load_manifest(splits_csv)
     elif not data["split"].isin(["train"]).any():
         data = split_dataset(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
     barrier()  # every rank has read splits.csv before rank 0 rewrites it

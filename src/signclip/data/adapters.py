@@ -3,7 +3,7 @@
 Each format gets a *table loader* (rows with :data:`signclip.data.datasets.COLUMNS`, ``path`` pointing
 at the original file) and a *reader* (path -> pose-format ``Pose`` with MediaPipe Holistic component
 and point names), so the standard preprocessing (point selection by name, shoulder normalisation,
-mirroring, resampling) applies unchanged. :func:`read_any` picks the reader from the path.
+mirroring, resampling) applies unchanged. :func:`signclip.pose.io.read_pose` reads these paths too.
 
 Formats:
 
@@ -33,7 +33,6 @@ from pose_format.numpy.pose_body import NumPyPoseBody
 from pose_format.pose_header import PoseHeader, PoseHeaderComponent, PoseHeaderDimensions
 
 from signclip.errors import PoseInputError
-from signclip.pose.io import read_pose
 from signclip.pose.layout import BODY, BODY_POINTS, FACE, HAND_POINTS, LEFT_HAND, RIGHT_HAND
 
 FACE_POINTS = [str(i) for i in range(468)]
@@ -248,17 +247,15 @@ def is_kaggle_csv(csv_path: Path) -> bool:
 
 
 # ---- any format -----------------------------------------------------------------------------------------
-def read_any(path: str | Path) -> Pose:
-    """Read ``.pose``, Kaggle ``.parquet``, ``.npy``/``.npz`` arrays or a per-frame ``.npy`` folder."""
+def read_keypoint_file(path: str | Path) -> Pose:
+    """Read a Kaggle ``.parquet``, ``.npy``/``.npz`` arrays or a per-frame ``.npy`` folder as a ``Pose``
+    (:func:`signclip.pose.io.read_pose` calls this for such paths)."""
     p = Path(path)
     if p.is_dir():
         return read_frame_folder(p)
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
+    if p.suffix.lower() == ".parquet":
         return read_kaggle_parquet(p)
-    if suffix in (".npy", ".npz"):
-        return read_numpy(p)
-    return read_pose(path)
+    return read_numpy(p)
 
 
 def detect_dataset(source: Path) -> str | None:
@@ -287,6 +284,6 @@ def load_adapted(source: Path, kind: str) -> pd.DataFrame:
 
 __all__: Sequence[str] = [
     "ARRAY_LAYOUTS", "holistic_pose", "pose_from_array", "pose_from_vectors", "read_numpy", "read_frame_folder",
-    "read_kaggle_parquet", "load_kaggle_asl_signs", "load_frame_folders", "read_any", "detect_dataset",
+    "read_kaggle_parquet", "load_kaggle_asl_signs", "load_frame_folders", "read_keypoint_file", "detect_dataset",
     "load_adapted",
 ]

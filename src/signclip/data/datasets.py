@@ -46,7 +46,7 @@ def load_manifest(csv_path: str | Path, root: str | Path | None = None) -> pd.Da
     ``spoken_language, signed_language, start_ms, end_ms, split (train/validation/test), signer``.
     Relative paths are resolved against ``root`` (default: the CSV's folder)."""
     csv_path = Path(csv_path)
-    df = pd.read_csv(csv_path, dtype={"text": str, "signer": str})
+    df = pd.read_csv(csv_path, dtype={"text": str, "signer": str, "split": str})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{csv_path}: manifest lacks column(s) {missing}; has {list(df.columns)}")
@@ -56,7 +56,7 @@ def load_manifest(csv_path: str | Path, root: str | Path | None = None) -> pd.Da
 def load_dataset(source: str | Path | None) -> pd.DataFrame:
     """``None`` or ``"lexicon"``: the embedded lexicon; a CSV file; or a folder holding ``manifest.csv``.
     Kaggle ASL Signs (``train.csv``) and ``ACTION/SEQUENCE/FRAME.npy`` folders are detected and read by
-    :mod:`signclip.data.adapters` (read their poses with ``reader=adapters.read_any``)."""
+    :mod:`signclip.data.adapters` (``read_pose`` reads their files)."""
     if source is None or str(source) == "lexicon":
         return load_lexicon()
     source = Path(source)

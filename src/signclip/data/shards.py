@@ -98,11 +98,10 @@ def _none(v) -> str | None:
 def samples_from_table(df: pd.DataFrame, cfg: PoseConfig, reader=None, progress: bool = True,
                        errors: list[str] | None = None) -> Iterator[Sample]:
     """Preprocess the rows of a dataset table one by one (unusable poses are skipped into ``errors``)."""
-    from signclip.data.adapters import read_any
-    from signclip.pose.io import crop_pose
+    from signclip.pose.io import crop_pose, read_pose
     from signclip.pose.preprocess import pose_to_array
 
-    reader = reader or read_any
+    reader = reader or read_pose
     for row in tqdm(df.itertuples(index=False), total=len(df), desc="packing poses", disable=not progress,
                     unit="pose"):
         try:

@@ -16,7 +16,6 @@ into one self-contained HTML file plus ``metrics.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from signclip.eval import analysis, recognition
 from signclip.eval.baselines import keypoint_baseline_metrics, keypoint_features
 from signclip.eval.retrieval import chance_metrics, retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
-from signclip.pose.io import read_pose
 from signclip.train import make_prompts_for
 
 MODEL, KEYPOINTS, CHANCE = "signclip", "raw-keypoint baseline", "chance"
@@ -76,7 +74,7 @@ def _colour_labels(ev: pd.DataFrame, max_classes: int = 20) -> tuple[str, list[s
 
 def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: str = "test", shots: int = 10,
               draws: int = 5, seed: int = 0, log_csv: str | Path | None = None, progress: bool = False,
-              reader: Callable[[str], object] = read_pose, plots: bool = True, title: str = "signclip evaluation",
+              plots: bool = True, title: str = "signclip evaluation",
               ) -> EvalResult:
     """Evaluate ``model`` on ``data[data.split == split]`` (``split="all"``: every row); write figures to
     ``out_dir``. ``data`` is a dataset table (e.g. RUN/splits.csv); rows of the ``train`` split are the
@@ -94,13 +92,13 @@ def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: s
         tick = time.time()
 
     ev_df, sup_df, split_desc = _support_and_eval(data, split)
-    ev_arrays, ev_df, _ = load_arrays(ev_df, model.cfg.pose, progress=progress, reader=reader)
+    ev_arrays, ev_df, _ = load_arrays(ev_df, model.cfg.pose, progress=progress)
     if not ev_arrays:
         raise ValueError(f"split {split!r}: no usable pose")
     ev_emb = model._encode_arrays(ev_arrays, 64, True, progress)  # (N, E)
     sup_arrays, sup_emb = [], None
     if sup_df is not None:
-        sup_arrays, sup_df, _ = load_arrays(sup_df, model.cfg.pose, progress=progress, reader=reader)
+        sup_arrays, sup_df, _ = load_arrays(sup_df, model.cfg.pose, progress=progress)
         sup_emb = model._encode_arrays(sup_arrays, 64, True, progress) if sup_arrays else None  # (S, E)
         if sup_emb is None:
             sup_df = None

@@ -11,6 +11,7 @@ from signclip.errors import PoseInputError
 from signclip.video import is_video_bytes, is_video_path, video_to_pose
 
 PoseSource = Union[str, Path, bytes, Pose]
+KEYPOINT_SUFFIXES = (".parquet", ".npy", ".npz")  # other keypoint formats, see signclip.data.adapters
 
 
 def describe(source: PoseSource) -> str:
@@ -28,6 +29,9 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
     A video (path by extension; bytes by magic bytes or the extension of ``name``) is converted to
     MediaPipe Holistic poses on the fly with :func:`signclip.video.video_to_pose` (``signclip[video]``).
 
+    Other keypoint formats (Kaggle ``.parquet``, ``.npy``/``.npz``, per-frame ``.npy`` folders) are
+    read by :mod:`signclip.data.adapters`.
+
     Raises :class:`PoseInputError` for a missing, empty, corrupt or zero-frame file.
     """
     name = name or describe(source)
@@ -35,6 +39,10 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
         pose = source
     elif is_video_path(source) if isinstance(source, (str, Path)) else is_video_bytes(source, name):
         pose = video_to_pose(source, name)  # MediaPipe Holistic on the fly (signclip[video] extra)
+    elif isinstance(source, (str, Path)) and (Path(source).is_dir() or Path(source).suffix.lower() in KEYPOINT_SUFFIXES):
+        from signclip.data.adapters import read_keypoint_file  # (adapters import this module)
+
+        pose = read_keypoint_file(source)  # Kaggle parquet, .npy/.npz, per-frame .npy folders
     else:
         if isinstance(source, (str, Path)):
             path = Path(source)
