@@ -9,6 +9,7 @@ import pytest
 
 from signclip.config import AugmentConfig, PoseConfig
 from signclip.data.collate import pad_poses
+from signclip.text.prompts import prompt_id
 from signclip.data.datasets import (COLUMNS, PoseTextDataset, load_arrays, load_dataset, load_lexicon,
                                     load_manifest, split_dataset)
 from signclip.pose.io import read_pose
@@ -120,14 +121,18 @@ def test_dataset_augmentation_is_reproducible(lexicon_paths):
     from signclip.pose.preprocess import preprocess
 
     arrays = [preprocess(p, PoseConfig()) for p in lexicon_paths[:3]]
-    ds = PoseTextDataset(arrays, ["a", "b", "c"], [0, 1, 2], PoseConfig(), AugmentConfig(), seed=1)
+    ds = PoseTextDataset(arrays, ["a", "b", "c"], PoseConfig(), AugmentConfig(), seed=1)
     x0 = ds[0][0]
     np.testing.assert_array_equal(ds[0][0], x0)
     ds.epoch = 1
     assert not np.array_equal(ds[0][0], x0) or ds[0][0].shape != x0.shape
-    plain = PoseTextDataset(arrays, ["a", "b", "c"], [0, 1, 2], PoseConfig())
+    plain = PoseTextDataset(arrays, ["a", "b", "c"], PoseConfig())
     np.testing.assert_array_equal(plain[1][0], arrays[1])
-    assert plain[1][1:] == ("b", 1)
+    assert plain[1][1:] == ("b", prompt_id("b"))
+    # language prompts: with p=1 every sample trains against its "<en> <ase>" prompt
+    lang = PoseTextDataset(arrays, ["a", "b", "c"], PoseConfig(), language_prompts=["<en> <ase>"] * 3,
+                           language_prompt_p=1.0)
+    assert lang[2][1:] == ("<en> <ase>", prompt_id("<en> <ase>"))
 
 
 def test_pad_poses():

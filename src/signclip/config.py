@@ -95,6 +95,7 @@ class TrainConfig:
     fine_grained_window: int = 4  # frames per local pose window (s)
     num_workers: int = 0
     device: str = "auto"
+    language_prompt_p: float = 0.0  # chance of training a pose against its text-free "<en> <ase>" prompt
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # scale-out (issue 5): batch_size is per process; under torchrun the global batch is batch_size x world
     precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)

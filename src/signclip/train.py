@@ -41,6 +41,7 @@ from signclip.distributed import DistEnv, barrier, broadcast_object, gather_with
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
 from signclip.objectives import compute_loss, no_gather
+from signclip.text.prompts import language_prompt
 
 
 @dataclass
@@ -208,6 +209,12 @@ def make_prompts_for(model: SignCLIP, df: pd.DataFrame) -> list[str]:
     return model.prompts(df["text"].tolist(), col("spoken_language"), col("signed_language"))
 
 
+def language_prompts_for(model: SignCLIP, df: pd.DataFrame) -> list[str | None]:
+    """The text-free ``<en> <ase>`` prompt of each row (None where the row has no language)."""
+    return [language_prompt(None if pd.isna(s) else str(s), None if pd.isna(g) else str(g), model.cfg.prompt_template)
+            for s, g in zip(df["spoken_language"], df["signed_language"])]
+
+
 def save_checkpoint(model: SignCLIP, path: Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     model.save(tmp)
@@ -246,9 +253,8 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     if isinstance(train_data, SplitData):
-        text_index = {t: i for i, t in enumerate(sorted(set(train_data.prompts)))}
-        dataset = PoseTextDataset(train_data.arrays, train_data.prompts, [text_index[p] for p in train_data.prompts],
-                                  model.cfg.pose, cfg.augment, cfg.seed)
+        dataset = PoseTextDataset(train_data.arrays, train_data.prompts, model.cfg.pose, cfg.augment, cfg.seed,
+                                  language_prompts_for(model, train_data.df), cfg.language_prompt_p)
         source = MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers)
     else:
         source = train_data.source(model, cfg, env)

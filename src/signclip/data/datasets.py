@@ -19,8 +19,9 @@ from signclip.config import AugmentConfig, PoseConfig
 from signclip.errors import PoseInputError
 from signclip.pose.augment import augment
 from signclip.pose.io import crop_pose, read_pose
-from signclip.pose.layout import get_layout
+from signclip.pose.layout import Layout, get_layout
 from signclip.pose.preprocess import pose_to_array
+from signclip.text.prompts import prompt_id
 
 COLUMNS = ["path", "text", "spoken_language", "signed_language", "start_ms", "end_ms", "split", "signer"]
 REQUIRED = ["path", "text"]
@@ -128,13 +129,31 @@ def load_arrays(df: pd.DataFrame, cfg: PoseConfig, progress: bool = True,
     return arrays, df.iloc[keep].reset_index(drop=True), errors
 
 
+def training_sample(array: np.ndarray, prompt: str, lang_prompt: str | None, layout: Layout, cfg: PoseConfig,
+                    augment_cfg: AugmentConfig | None, language_prompt_p: float, rng_key: tuple
+                    ) -> tuple[np.ndarray, str, int]:
+    """One training example: the (augmented) pose, its prompt and the prompt's id.
+
+    With probability ``language_prompt_p`` the prompt is the text-free ``<en> <ase>`` of its language,
+    which teaches sign-language identification. Random draws come from ``rng_key`` (seed, epoch,
+    index), so an epoch is reproducible, also after a resume."""
+    rng = np.random.default_rng(rng_key)
+    if augment_cfg is not None:
+        array = augment(array, layout, augment_cfg, rng, cfg.max_frames)
+    if lang_prompt is not None and language_prompt_p > 0 and rng.random() < language_prompt_p:
+        prompt = lang_prompt
+    return array, prompt, prompt_id(prompt)
+
+
 class PoseTextDataset(Dataset):
     """In-memory preprocessed poses with their prompts; augments when ``augment_cfg`` is given."""
 
-    def __init__(self, arrays: list[np.ndarray], prompts: list[str], text_ids: list[int], cfg: PoseConfig,
-                 augment_cfg: AugmentConfig | None = None, seed: int = 0):
-        self.arrays, self.prompts, self.text_ids = arrays, prompts, text_ids
-        self.cfg, self.augment_cfg, self.seed = cfg, augment_cfg, seed
+    def __init__(self, arrays: list[np.ndarray], prompts: list[str], cfg: PoseConfig,
+                 augment_cfg: AugmentConfig | None = None, seed: int = 0,
+                 language_prompts: list[str | None] | None = None, language_prompt_p: float = 0.0):
+        self.arrays, self.prompts, self.cfg, self.augment_cfg, self.seed = arrays, prompts, cfg, augment_cfg, seed
+        self.language_prompts = language_prompts or [None] * len(arrays)
+        self.language_prompt_p = language_prompt_p
         self.layout = get_layout(cfg.layout)
         self.epoch = 0
 
@@ -142,8 +161,5 @@ class PoseTextDataset(Dataset):
         return len(self.arrays)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str, int]:
-        x = self.arrays[i]
-        if self.augment_cfg is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, i))  # reproducible, also after resume
-            x = augment(x, self.layout, self.augment_cfg, rng, self.cfg.max_frames)
-        return x, self.prompts[i], self.text_ids[i]
+        return training_sample(self.arrays[i], self.prompts[i], self.language_prompts[i], self.layout, self.cfg,
+                               self.augment_cfg, self.language_prompt_p, (self.seed, self.epoch, i))

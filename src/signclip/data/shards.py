@@ -14,7 +14,6 @@ through a buffer of ``shuffle_buffer`` samples, so memory stays flat however lar
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -35,9 +34,9 @@ from tqdm.auto import tqdm
 from signclip.config import AugmentConfig, PoseConfig, TrainConfig
 from signclip.distributed import DistEnv, barrier, init_distributed
 from signclip.errors import PoseInputError
-from signclip.pose.augment import augment
+from signclip.data.datasets import training_sample
 from signclip.pose.layout import get_layout
-from signclip.text.prompts import make_prompt
+from signclip.text.prompts import language_prompt, make_prompt
 
 META = "signclip_shards.json"
 META_COLUMNS = ["path", "text", "spoken_language", "signed_language", "split", "signer"]
@@ -240,11 +239,6 @@ def pack_shards(data: pd.DataFrame, out: str | Path, model, cfg: TrainConfig | N
 
 # ---- reading ----------------------------------------------------------------------------------------
 
-def prompt_id(prompt: str) -> int:
-    """A stable 63-bit id of a prompt (equal prompts are contrastive positives of each other)."""
-    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "little") >> 1
-
-
 @dataclass
 class PromptMaker:
     """Picklable ``(text, spoken, signed) -> prompt`` with a model's template and known languages."""
@@ -344,10 +338,11 @@ class ShardStream(IterableDataset):
 
     def __init__(self, split: ShardSplit, prompts: PromptMaker, epoch: int, rank: int, world: int, seed: int = 0,
                  shuffle_buffer: int = 1000, augment_cfg: AugmentConfig | None = None, skip_batches: int = 0,
-                 batch_size: int = 1, endless: bool = True):
+                 batch_size: int = 1, endless: bool = True, language_prompt_p: float = 0.0):
         self.split, self.prompts, self.epoch, self.rank, self.world = split, prompts, epoch, rank, world
         self.seed, self.shuffle_buffer, self.augment_cfg = seed, shuffle_buffer, augment_cfg
         self.skip_batches, self.batch_size, self.endless = skip_batches, batch_size, endless
+        self.language_prompt_p = language_prompt_p
         self.layout = get_layout(split.pose_cfg.layout)
 
     def partition(self, worker: int = 0, workers: int = 1) -> list:
@@ -366,11 +361,11 @@ class ShardStream(IterableDataset):
         skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
         samples = islice(self._shuffled(units, worker), skip, None)
         for index, array, row in samples:
-            if self.augment_cfg is not None:
-                rng = np.random.default_rng((self.seed, self.epoch, index))
-                array = augment(array, self.layout, self.augment_cfg, rng, self.split.pose_cfg.max_frames)
-            prompt = self.prompts(row.text, _none(row.spoken_language), _none(row.signed_language))
-            yield array, prompt, prompt_id(prompt)
+            spoken, signed = _none(row.spoken_language), _none(row.signed_language)
+            yield training_sample(array, self.prompts(row.text, spoken, signed),
+                                  language_prompt(spoken, signed, self.prompts.template), self.layout,
+                                  self.split.pose_cfg, self.augment_cfg, self.language_prompt_p,
+                                  (self.seed, self.epoch, index))
 
     def _shuffled(self, units: list, worker: int) -> Iterator:
         rng = np.random.default_rng((self.seed, self.epoch, self.rank, worker))
@@ -414,7 +409,8 @@ class ShardSource:
         from signclip.train import collate
 
         stream = ShardStream(self.split, self.prompts, epoch, self.env.rank, self.env.world_size, self.cfg.seed,
-                             self.cfg.shuffle_buffer, self.cfg.augment, start, self.cfg.batch_size)
+                             self.cfg.shuffle_buffer, self.cfg.augment, start, self.cfg.batch_size,
+                             language_prompt_p=self.cfg.language_prompt_p)
         loader = DataLoader(stream, batch_size=self.cfg.batch_size, collate_fn=collate,
                             num_workers=self.cfg.num_workers, pin_memory=self.env.device.type == "cuda")
         return islice(loader, stop - start)

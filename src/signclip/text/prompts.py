@@ -1,6 +1,7 @@
 """Prompts such as ``<en> <ase> house``: the text with its spoken and signed language as tokens."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from signclip.errors import TextInputError
@@ -39,6 +40,19 @@ def make_prompt(text: str, spoken_language: str | None = None, signed_language: 
         if not prompt:
             raise TextInputError("text: empty text")
     return " ".join(prompt.split())
+
+
+def prompt_id(prompt: str) -> int:
+    """A stable 63-bit id of a prompt (samples with equal prompts are contrastive positives)."""
+    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def language_prompt(spoken_language: str | None, signed_language: str | None,
+                    template: str = DEFAULT_TEMPLATE) -> str | None:
+    """The text-free prompt ``<en> <ase>`` used for sign-language identification (None without languages)."""
+    if spoken_language is None and signed_language is None:
+        return None
+    return make_prompt("", spoken_language, signed_language, template)
 
 
 def _per_text(value: str | Sequence[str | None] | None, n: int, field: str) -> list[str | None]:
