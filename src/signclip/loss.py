@@ -10,17 +10,18 @@ def positives_mask(text_ids: torch.Tensor) -> torch.Tensor:
     return (text_ids[:, None] == text_ids[None, :]).float()
 
 
-def clip_loss(pose_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor,
-              text_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over the batch.
-
-    pose_emb, text_emb: (B, E) L2-normalised; scale: exp(logit_scale); text_ids: (B,) ids so that
-    samples sharing a text count as positives of each other (soft targets) instead of negatives.
-    """
-    logits = scale * pose_emb @ text_emb.T  # (B, B) pose -> text
+def contrastive_loss(logits: torch.Tensor, text_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE on (B, B) pose -> text logits. With ``text_ids`` (B,), samples sharing a text
+    are positives of each other (soft targets) instead of negatives."""
     if text_ids is None:
         target = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-    pos = positives_mask(text_ids)
-    target = pos / pos.sum(1, keepdim=True)  # (B, B), rows sum to 1; symmetric
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    pos = positives_mask(text_ids).to(logits.dtype)
+    soft = pos / pos.sum(1, keepdim=True)  # (B, B), rows sum to 1; symmetric
+    return (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft)) / 2
+
+
+def clip_loss(pose_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor,
+              text_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over the batch: pose_emb, text_emb (B, E) L2-normalised; scale = exp(logit_scale)."""
+    return contrastive_loss(scale * pose_emb @ text_emb.T, text_ids)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from signclip.config import TrainConfig
-from signclip.loss import clip_loss
+from signclip.loss import clip_loss, contrastive_loss
 
 if TYPE_CHECKING:
     from signclip.models.signclip import SignCLIP
@@ -38,14 +38,12 @@ def no_gather(t: torch.Tensor) -> torch.Tensor:
 # ---- building blocks ---------------------------------------------------------------------------
 def pool_frames(model: "SignCLIP", h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, W) frame features, (B, T) real frames -> (B, E) normalised pose embeddings (masked mean)."""
-    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-    return F.normalize(model.pose.proj((h * m).sum(1) / m.sum(1).clamp(min=1.0)), dim=-1)
+    return F.normalize(model.pose.pool(h, mask), dim=-1)
 
 
 def pool_tokens(model: "SignCLIP", h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, L, H) token features -> (B, E) normalised text embeddings (masked mean, as TextEncoder)."""
-    m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
-    return F.normalize(model.text.proj((h * m).sum(1) / m.sum(1).clamp(min=1.0)), dim=-1)
+    return F.normalize(model.text.pool(h, attention_mask), dim=-1)
 
 
 def pose_windows(model: "SignCLIP", h: torch.Tensor, mask: torch.Tensor, window: int = 4
@@ -156,14 +154,8 @@ def compute_loss(model: "SignCLIP", x: torch.Tensor, mask: torch.Tensor, tok: di
             win, win_mask = _pad_dim1(win, k_max), _pad_dim1(win_mask.float(), k_max)
             toks, tok_mask = _pad_dim1(toks, model.cfg.text_max_tokens), _pad_dim1(tok_mask.float(), model.cfg.text_max_tokens)
             win, win_mask, toks, tok_mask = gather(win), gather(win_mask) > 0, gather(toks), gather(tok_mask) > 0
-        fine = clip_loss_from_logits(scale * fine_grained_similarity(win, win_mask, toks, tok_mask), ids)
+        fine = contrastive_loss(scale * fine_grained_similarity(win, win_mask, toks, tok_mask), ids)
         loss = loss + cfg.fine_grained_weight * fine
         parts["fine_grained"] = fine.item()
     return loss, parts
 
-
-def clip_loss_from_logits(logits: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE on (B, B) pose -> text logits; samples sharing a text id are positives."""
-    pos = (text_ids[:, None] == text_ids[None, :]).to(logits.dtype)
-    target = pos / pos.sum(1, keepdim=True)  # (B, B)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -57,9 +57,7 @@ class _PoseGraph(nn.Module):
             h = h + self.attention(layer, layer.norm1(h), padding)
             h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
         h = p.transformer.norm(h)
-        m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        z = p.proj((h * m).sum(1) / m.sum(1).clamp(min=1.0))  # (B, E)
-        return nn.functional.normalize(z, dim=-1)
+        return nn.functional.normalize(p.pool(h, mask), dim=-1)  # (B, E)
 
 
 class _TextGraph(nn.Module):

@@ -5,6 +5,12 @@ import torch
 from torch import nn
 
 
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, N, W) features, (B, N) mask -> (B, W) mean over the positions where mask is true."""
+    m = mask.unsqueeze(-1).to(h.dtype)  # (B, N, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class PoseEncoder(nn.Module):
     """Encode padded pose sequences; padded frames never influence real ones.
 
@@ -70,9 +76,10 @@ class PoseEncoder(nn.Module):
                 h = layer(h, src_key_padding_mask=padding)
         return self.transformer.norm(h)
 
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, W) frame features, (B, T) real frames -> (B, E): masked mean, then projection."""
+        return self.proj(masked_mean(h, mask))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F), (B, T) -> (B, E) pose embeddings (not normalised)."""
-        h = self.frame_features(x, mask)  # (B, T, W)
-        m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, W)
-        return self.proj(pooled)
+        return self.pool(self.frame_features(x, mask), mask)

