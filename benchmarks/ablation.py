@@ -112,8 +112,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         secs = np.mean([r["seconds"] for r in rs])
         lines.append(f"| {v} | {len(rs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | {ms('R@1')} | "
                      f"{ms('R@10')} | {ms('lang_top1')} | {secs:.0f} |")
-    lines += ["", "Percent, mean ± std (population) over training seeds. Chance: R@1 = 1/unique prompts; "
-              "language id top-1 = 1/19 if uniform.", ""]
+    n = first.get("n_texts")
+    chance = f"R@1 {100 / n:.1f}, R@10 {1000 / n:.1f}" if n else "R@k = k / unique prompts"
+    lines += ["", f"Percent, mean ± std (population) over training seeds. Chance: {chance}, language id top-1 "
+              f"{100 / 19:.1f} (19 languages).", ""]
+    if args.note:
+        lines += [args.note, ""]
     return "\n".join(lines)
 
 
@@ -140,6 +144,7 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=HERE / "ablation_runs.jsonl")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--note", default="", help="a paragraph added under the table")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("SIGNCLIP_THREADS", "2")))
     if not args.table_only:
