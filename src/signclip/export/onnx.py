@@ -47,17 +47,23 @@ class _PoseGraph(nn.Module):
         out = torch.matmul(scores.softmax(-1), v).transpose(1, 2)  # (B, T, H, hd)
         return attn.out_proj(out.reshape(out.shape[0], -1, width))  # (B, T, W)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, F), (B, T) -> (B, E)
-        p = self.pose
-        h = p.frame_mlp(p.standardize(x)) + p.pos_embedding[: x.shape[1]]  # (B, T, W)
-        padding = ~mask
-        for layer in p.transformer.layers:
+    def run_transformer(self, transformer: nn.TransformerEncoder, h: torch.Tensor, padding: torch.Tensor
+                        ) -> torch.Tensor:
+        """:meth:`PoseEncoder.run_transformer` spelled out: (B, T, W), (B, T) padding -> (B, T, W)."""
+        for layer in transformer.layers:
             if not layer.norm_first:
                 raise NotImplementedError("ONNX export supports pre-norm (norm_first=True) pose encoders")
             h = h + self.attention(layer, layer.norm1(h), padding)
             h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
-        h = p.transformer.norm(h)
-        return nn.functional.normalize(p.pool(h, mask), dim=-1)  # (B, E)
+        return transformer.norm(h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, F), (B, T) -> (B, E)
+        self.pose.run_transformer = self.run_transformer  # any pose encoder, with exportable layers
+        try:
+            h = self.pose.frame_features(x, mask)  # (B, T, W)
+        finally:
+            del self.pose.run_transformer
+        return nn.functional.normalize(self.pose.pool(h, mask), dim=-1)  # (B, E)
 
 
 class _TextGraph(nn.Module):

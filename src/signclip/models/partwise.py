@@ -73,14 +73,6 @@ class PartwisePoseEncoder(PoseEncoder):
                    cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim, cfg.pose.dims, hands, cfg.hand_features,
                    cfg.graph_conv)
 
-    def _run(self, transformer: nn.TransformerEncoder, h: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        for layer in transformer.layers:
-            if self.gradient_checkpointing and self.training:
-                h = torch.utils.checkpoint.checkpoint(layer, h, None, padding, use_reentrant=False)
-            else:
-                h = layer(h, src_key_padding_mask=padding)
-        return transformer.norm(h)
-
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) fused frame features."""
         z = self.standardize(x)  # (B, T, F')
@@ -91,6 +83,6 @@ class PartwisePoseEncoder(PoseEncoder):
             m = self.manual_embed(z[..., self.manual_cols])  # (B, T, W/2)
         n = self.non_manual_embed(z[..., self.non_manual_cols])  # (B, T, W/2)
         padding = ~mask
-        m = self._run(self.manual, m + self.pos_embedding[0, :t], padding)
-        n = self._run(self.non_manual, n + self.pos_embedding[1, :t], padding)
+        m = self.run_transformer(self.manual, m + self.pos_embedding[0, :t], padding)
+        n = self.run_transformer(self.non_manual, n + self.pos_embedding[1, :t], padding)
         return self.fuse(torch.cat([m, n], dim=-1))  # (B, T, W)

@@ -68,13 +68,17 @@ class PoseEncoder(nn.Module):
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) contextual frame features."""
         h = self.frame_mlp(self.standardize(x)) + self.pos_embedding[: x.shape[1]]  # (B, T, W)
-        padding = ~mask
-        for layer in self.transformer.layers:
+        return self.run_transformer(self.transformer, h, ~mask)
+
+    def run_transformer(self, transformer: nn.TransformerEncoder, h: torch.Tensor, padding: torch.Tensor
+                        ) -> torch.Tensor:
+        """(B, T, W) through the layers with a (B, T) padding mask (optionally checkpointed), then the norm."""
+        for layer in transformer.layers:
             if self.gradient_checkpointing and self.training:
                 h = torch.utils.checkpoint.checkpoint(layer, h, None, padding, use_reentrant=False)
             else:
                 h = layer(h, src_key_padding_mask=padding)
-        return self.transformer.norm(h)
+        return transformer.norm(h)
 
     def pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, W) frame features, (B, T) real frames -> (B, E): masked mean, then projection."""
