@@ -85,3 +85,15 @@ def test_runtime_errors(exported, lexicon_paths):
         m.encode_text([" "])
     with pytest.raises(FileNotFoundError):
         OnnxSignCLIP(exported[1] / "nope")
+
+
+def test_partwise_pose_encoder_exports(tmp_path, lexicon_paths):
+    """The part-wise tower (two streams) exports too and matches torch."""
+    import signclip
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    model = signclip.create_model("tiny-partwise", pose_layers=1).eval()
+    export_onnx(model, tmp_path)
+    paths = lexicon_paths[::8]
+    assert cosines(OnnxSignCLIP(tmp_path).encode_pose(paths), model.encode_pose(paths)).min() >= 0.999
