@@ -59,7 +59,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, data, spoken) -> 
     """Train one variant with one training seed; test metrics (one row, two for ``+fine``)."""
     cfg_name, model_over, train_over = VARIANTS[variant]
     model_cfg = get_model_config(cfg_name, pose_layers=args.pose_layers, **model_over)
-    train_cfg = TrainConfig(epochs=args.epochs, **{**QUICKSTART_TRAIN, **train_over})
+    train_cfg = TrainConfig.from_dict({**QUICKSTART_TRAIN, **train_over, "epochs": args.epochs})
     train_cfg.seed = seed  # training seed only: the split is fixed beforehand (split column set)
     out = Path(tempfile.mkdtemp(prefix=f"ablation-{variant}-{seed}-"))
     start = time.time()
