@@ -268,7 +268,7 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         enable_gradient_checkpointing(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
-    step, best, best_metrics = 0, -math.inf, {}
+    step, best, best_metrics, best_state = 0, -math.inf, {}, None
     last = out / "checkpoints" / "last"
     if resume and (last / "trainer_state.pt").exists():
         state = torch.load(last / "trainer_state.pt", weights_only=False, map_location=device)
@@ -324,15 +324,18 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
                     model.train()
                     row.update({f"val/{k}": v for k, v in metrics.items()})
                     value = metrics[cfg.best_metric] * (1 if higher_is_better else -1)
-                    if value > best:
+                    if value > best:  # kept in memory, written with the next checkpoint
                         best, best_metrics = value, metrics
-                        model.save(out / "best")
+                        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
             if main:
                 log_rows.append(row)
                 _append_log(log_path, row)
             if step % save_every == 0 or step == total_steps:
                 if main:
+                    if best_state is not None:
+                        model.save(out / "best", best_state)
+                        best_state = None
                     save_checkpoint(model, last, {"optimizer": optimizer.state_dict(),
                                                   "scheduler": scheduler.state_dict(), "step": step, "best": best,
                                                   "best_metrics": best_metrics, "world_size": env.world_size})

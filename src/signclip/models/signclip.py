@@ -75,12 +75,13 @@ class SignCLIP(nn.Module):
             raise RuntimeError(f"{path}: weights do not match config.json (missing {missing}, unexpected {unexpected})")
         return model.to(device).eval()
 
-    def save(self, path: str | Path) -> Path:
-        """Write config, weights (safetensors, incl. preprocessing statistics) and tokenizer."""
+    def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write config, weights (safetensors, incl. preprocessing statistics) and tokenizer.
+        ``state``: weights to write instead of the current ones (e.g. the best seen in training)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
         save_file(state, str(path / "model.safetensors"))
         self.tokenizer.save_pretrained(str(path / "tokenizer"))
         self.text.backbone.config.save_pretrained(str(path / "text_config"))
