@@ -14,7 +14,10 @@ def plot_training_curves(log_csv: str | Path, out_png: str | Path, metric: str =
     """Training loss per step and the validation metric, on two axes."""
     log = pd.read_csv(log_csv)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(log["step"], log["loss"], color="tab:blue", alpha=0.8, label="training loss")
+    ax.plot(log["step"], log["loss"], color="tab:blue", alpha=0.25, linewidth=0.8)
+    window = max(1, len(log) // 50)
+    ax.plot(log["step"], log["loss"].rolling(window, min_periods=1).mean(), color="tab:blue",
+            label=f"training loss (mean of {window} steps)")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("contrastive loss", color="tab:blue")
     if metric in log.columns:
