@@ -10,8 +10,7 @@ import pytest
 from signclip.config import AugmentConfig, PoseConfig
 from signclip.data.collate import pad_poses
 from signclip.text.prompts import prompt_id
-from signclip.data.datasets import (COLUMNS, PoseTextDataset, load_arrays, load_dataset, load_lexicon,
-                                    load_manifest, split_dataset)
+from signclip.data.datasets import (COLUMNS, PoseTextDataset, load_arrays, load_dataset, load_manifest, split_dataset)
 from signclip.pose.io import read_pose
 
 

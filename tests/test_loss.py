@@ -4,11 +4,10 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from signclip.config import AugmentConfig, TrainConfig
+from signclip.config import TrainConfig
 from signclip.data.collate import pad_poses
 from signclip.loss import clip_loss, positives_mask
 from signclip.pose.preprocess import preprocess
