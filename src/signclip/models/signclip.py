@@ -69,10 +69,7 @@ class SignCLIP(nn.Module):
         cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
         text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text)
         model = cls(cfg, text, load_tokenizer(path / "tokenizer"))
-        missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-        missing = [k for k in missing if not k.startswith("mpm_head.")]  # models saved before the MPM head
-        if missing or unexpected:
-            raise RuntimeError(f"{path}: weights do not match config.json (missing {missing}, unexpected {unexpected})")
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
         return model.to(device).eval()
 
     def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
