@@ -38,8 +38,10 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU (``cuda:LOCAL_RANK``) when there is one, else CPU."""
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under torchrun) when there is one, else CPU."""
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)

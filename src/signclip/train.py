@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -37,7 +36,8 @@ from tqdm.auto import tqdm
 from signclip.config import ModelConfig, TrainConfig
 from signclip.data.collate import pad_poses
 from signclip.data.datasets import PoseTextDataset, load_arrays, load_manifest, split_dataset
-from signclip.distributed import DistEnv, barrier, broadcast_object, gather_with_grad, init_distributed
+from signclip.distributed import (DistEnv, barrier, broadcast_object, gather_with_grad, init_distributed,
+                                  resolve_device)
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
 from signclip.objectives import compute_loss, no_gather
@@ -51,13 +51,6 @@ class SplitData:
     df: pd.DataFrame
     arrays: list[np.ndarray]
     prompts: list[str] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this process's GPU (``cuda:LOCAL_RANK`` under torchrun) when there is one, else CPU."""
-    from signclip.distributed import resolve_device as resolve
-
-    return resolve(name, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def feature_statistics(model: SignCLIP, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -318,16 +311,15 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
                    "time": time.time() - start}
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if main and (step % eval_every == 0 or step == total_steps):
-                if len(splits["validation"].arrays) > 1:
-                    metrics = evaluate_split(model, splits["validation"])
-                    model.train()
-                    row.update({f"val/{k}": v for k, v in metrics.items()})
-                    value = metrics[cfg.best_metric] * (1 if higher_is_better else -1)
-                    if value > best:  # kept in memory, written with the next checkpoint
-                        best, best_metrics = value, metrics
-                        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
+            if main and (step % eval_every == 0 or step == total_steps) and len(splits["validation"].arrays) > 1:
+                metrics = evaluate_split(model, splits["validation"])
+                model.train()
+                row.update({f"val/{k}": v for k, v in metrics.items()})
+                value = metrics[cfg.best_metric] * (1 if higher_is_better else -1)
+                if value > best:  # kept in memory, written with the next checkpoint
+                    best, best_metrics = value, metrics
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
             if main:
                 log_rows.append(row)
                 _append_log(log_path, row)
