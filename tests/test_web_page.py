@@ -70,9 +70,10 @@ def test_pose_upload_shows_results_and_animates(page, lexicon_paths):
     page.wait_for_function("document.querySelector('#pose-canvas').dataset.frames > 0")
     page.wait_for_function("document.querySelector('#status').textContent.includes('pose → texts')")
     assert page.locator("#results tbody tr.result").count() == 5
+    page.wait_for_function("document.querySelector('#pose-canvas').dataset.frame !== undefined")
     first = page.evaluate("document.querySelector('#pose-canvas').dataset.frame")
-    page.wait_for_timeout(400)
-    assert page.evaluate("document.querySelector('#pose-canvas').dataset.frame") != first  # it animates
+    # it animates: another frame is drawn soon after
+    page.wait_for_function(f"document.querySelector('#pose-canvas').dataset.frame !== '{first}'", timeout=5000)
     drawn = page.evaluate("""() => { const c = document.querySelector('#pose-canvas');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")

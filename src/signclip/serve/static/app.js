@@ -69,10 +69,13 @@ function animate(kp, title) {
   const scale = 0.9 * Math.min(canvas.width / (maxX - minX || 1), canvas.height / (maxY - minY || 1));
   const ox = (canvas.width - scale * (maxX - minX)) / 2, oy = (canvas.height - scale * (maxY - minY)) / 2;
   const xy = (p) => [ox + (p[0] - minX) * scale, oy + (p[1] - minY) * scale];
-  const start = performance.now();
+  const fps = kp.fps || 25;
+  let start = null;
   canvas.dataset.frames = kp.frames;
   const draw = (now) => {
-    const t = Math.floor(((now - start) / 1000) * kp.fps) % kp.frames;
+    // rAF timestamps are frame start times and may precede performance.now(): start the clock at the first frame
+    if (start === null) start = now;
+    const t = Math.floor((Math.max(0, now - start) / 1000) * fps) % kp.frames;
     const frame = kp.keypoints[t];
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.strokeStyle = "#1f3b57"; ctx.lineWidth = 2;
