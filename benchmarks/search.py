@@ -60,6 +60,11 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (build time)")
     ap.add_argument("--ef", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--ef-construction", type=int, default=80)
+    ap.add_argument("--build-threads", type=int, default=None, help="faiss threads while building (default: "
+                                                                   "--threads)")
+    ap.add_argument("--skip-ivf", action="store_true")
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -87,30 +92,38 @@ def main() -> None:
             print(f"| {kind} | {n:,} | flat (exact) | {len(q)} queries per call | {build:.1f} | {ms:.2f} | 1.000 |",
                   flush=True)
             del flat
-            t = time.perf_counter()
-            nlist = int(np.sqrt(n))
-            ivf = make_faiss_index(args.dim, "ivf", nlist=nlist)
-            ivf.train(x[rng.choice(n, min(n, 32 * nlist), replace=False)])
-            ivf.add(x)
-            build = time.perf_counter() - t
-            for nprobe in args.nprobe:
-                ivf.nprobe = nprobe
-                ms, ids = per_query(ivf, q)
-                print(f"| {kind} | {n:,} | ivf nlist={nlist} | nprobe={nprobe} | {build:.1f} | {ms:.2f} | "
-                      f"{recall(ids, truth):.3f} |", flush=True)
-            del ivf
+            if not args.skip_ivf:
+                ivf_rows(kind, x, q, truth, args, rng)
             if n <= args.hnsw_max:
+                faiss.omp_set_num_threads(args.build_threads or args.threads)
                 t = time.perf_counter()
-                hnsw = make_faiss_index(args.dim, "hnsw")
+                hnsw = make_faiss_index(args.dim, "hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
                 hnsw.add(x)
                 build = time.perf_counter() - t
+                faiss.omp_set_num_threads(args.threads)
                 for ef in args.ef:
                     hnsw.hnsw.efSearch = ef
                     ms, ids = per_query(hnsw, q)
-                    print(f"| {kind} | {n:,} | hnsw M=32 | efSearch={ef} | {build:.1f} | {ms:.2f} | "
-                          f"{recall(ids, truth):.3f} |", flush=True)
+                    print(f"| {kind} | {n:,} | hnsw M={args.hnsw_m} efC={args.ef_construction} | efSearch={ef} | "
+                          f"{build:.1f} | {ms:.2f} | {recall(ids, truth):.3f} |", flush=True)
                 del hnsw
             del x
+
+
+def ivf_rows(kind: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, args, rng: np.random.Generator) -> None:
+    """IVF (nlist = sqrt(n), trained on 32 vectors per list) at each --nprobe."""
+    n = len(x)
+    t = time.perf_counter()
+    nlist = int(np.sqrt(n))
+    ivf = make_faiss_index(args.dim, "ivf", nlist=nlist)
+    ivf.train(x[rng.choice(n, min(n, 32 * nlist), replace=False)])
+    ivf.add(x)
+    build = time.perf_counter() - t
+    for nprobe in args.nprobe:
+        ivf.nprobe = nprobe
+        ms, ids = per_query(ivf, q)
+        print(f"| {kind} | {n:,} | ivf nlist={nlist} | nprobe={nprobe} | {build:.1f} | {ms:.2f} | "
+              f"{recall(ids, truth):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

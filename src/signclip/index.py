@@ -26,13 +26,14 @@ PARTS = ("pose", "text")
 
 
 def make_faiss_index(dim: int, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128,
-                     nlist: int | None = None, n_hint: int = 0, nprobe: int | None = None) -> faiss.Index:
+                     nlist: int | None = None, n_hint: int = 0, nprobe: int | None = None,
+                     ef_construction: int = 80) -> faiss.Index:
     """An empty inner-product index. ``ivf`` needs training (:meth:`EmbeddingIndex.add` does it)."""
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index.hnsw.efConstruction = ef_construction
         index.hnsw.efSearch = ef_search
         return index
     if kind == "ivf":
