@@ -57,13 +57,16 @@ class Stop(Exception):
     pass
 
 
-def test_resume_continues_exactly(small_splits, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+def test_resume_continues_exactly(small_splits, tmp_path, ema_decay):
     """6 steps (3 epochs of 2 batches, dropout, augmentation, warm-up + cosine) in one go, versus 3
-    steps, an interruption in the middle of epoch 2, and a resume from the checkpoint to step 6."""
+    steps, an interruption in the middle of epoch 2, and a resume from the checkpoint to step 6.
+    With ``ema_decay`` the moving average resumes too, and it is the model kept as best."""
     torch.manual_seed(0)
     # frozen text backbone keeps the test fast (its dropout still runs and must be replayed exactly)
     init = signclip.create_model(signclip.get_model_config("tiny", pose_layers=1, freeze_text=True))
-    cfg = TrainConfig(epochs=3, batch_size=8, warmup_steps=2, save_every=3, eval_every=6, lr=1e-3)
+    cfg = TrainConfig(epochs=3, batch_size=8, warmup_steps=2, save_every=3, eval_every=6, lr=1e-3,
+                      ema_decay=ema_decay)
 
     straight = copy.deepcopy(init)
     train(straight, fresh_splits(small_splits), cfg, tmp_path / "straight", progress=False)
@@ -97,3 +100,11 @@ def test_resume_continues_exactly(small_splits, tmp_path):
     assert log_b["step"].tolist() == list(range(1, 7))
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"], rtol=1e-5)
     pd.testing.assert_series_equal(log_a["lr"], log_b["lr"])
+    best_a = signclip.load(tmp_path / "straight" / "best").state_dict()
+    best_b = signclip.load(tmp_path / "resumed" / "best").state_dict()
+    assert max(float((best_a[k] - best_b[k]).abs().max()) for k in best_a) <= 1e-6
+    weight = "pose.frame_mlp.0.weight"
+    if ema_decay:  # best = the average, which lags the trained weights
+        assert not torch.allclose(best_a[weight], a[weight])
+    else:
+        assert torch.equal(best_a[weight], a[weight])

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -147,6 +148,15 @@ def enable_gradient_checkpointing(model: SignCLIP) -> None:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def make_ema(model: SignCLIP, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (buffers copied), or None when decay is 0."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay: expected 0 (off) or a value in (0, 1), got {decay}")
+    if decay == 0.0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:
         if step < warmup:
@@ -261,6 +271,7 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         enable_gradient_checkpointing(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, total_steps))
+    ema = make_ema(model, cfg.ema_decay)
     step, best, best_metrics, best_state = 0, -math.inf, {}, None
     last = out / "checkpoints" / "last"
     if resume and (last / "trainer_state.pt").exists():
@@ -270,6 +281,8 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best, best_metrics = state["step"], state["best"], state["best_metrics"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     objective = Objective(model, cfg, gather_with_grad if env.distributed else no_gather)
     if env.distributed:
         objective = wrap_ddp(objective, device, cfg.find_unused_parameters)
@@ -305,6 +318,8 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             row = {"step": step, "epoch": epoch, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
                    "temperature": float(1 / model.logit_scale.detach().exp()), "grad_norm": float(grad_norm),
@@ -312,13 +327,14 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             if main and (step % eval_every == 0 or step == total_steps) and len(splits["validation"].arrays) > 1:
-                metrics = evaluate_split(model, splits["validation"])
+                evaluated = model if ema is None else ema.module  # the weights that would be kept
+                metrics = evaluate_split(evaluated, splits["validation"])
                 model.train()
                 row.update({f"val/{k}": v for k, v in metrics.items()})
                 value = metrics[cfg.best_metric] * (1 if higher_is_better else -1)
                 if value > best:  # kept in memory, written with the next checkpoint
                     best, best_metrics = value, metrics
-                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
                 bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[cfg.best_metric]:.3f}")
             if main:
                 log_rows.append(row)
@@ -330,13 +346,14 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
                         best_state = None
                     save_checkpoint(model, last, {"optimizer": optimizer.state_dict(),
                                                   "scheduler": scheduler.state_dict(), "step": step, "best": best,
-                                                  "best_metrics": best_metrics, "world_size": env.world_size})
+                                                  "best_metrics": best_metrics, "world_size": env.world_size,
+                                                  "ema": None if ema is None else ema.state_dict()})
                 barrier()
             if step >= total_steps:
                 break
     bar.close()
     if main and not (out / "best").exists():  # no validation split: the last model is the best we have
-        model.save(out / "best")
+        model.save(out / "best", None if ema is None else ema.module.state_dict())
     if main:
         pd.DataFrame(log_rows).to_csv(out / "log.csv", index=False)
     barrier()
