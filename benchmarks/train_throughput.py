@@ -176,7 +176,7 @@ def stream(clips: int, root: Path, workers: int, batch: int, buffer: int) -> dic
     n = source.n_batches()
     rss, samples = [], 0
     start = time.perf_counter()
-    for i, (x, *_) in enumerate(source.loader(0, 0, n)):
+    for i, (x, mask, prompts, ids) in enumerate(source.loader(0, 0, n)):
         samples += x.shape[0]
         if i % 20 == 0:
             rss.append((samples, *memory_tree()))

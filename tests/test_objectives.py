@@ -123,45 +123,6 @@ def test_fine_grained_loss_decreases(model, batch):
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def test_language_loss_is_cross_entropy_over_language_prompts_and_decreases(model, batch, lexicon):
-    from signclip.text.prompts import language_prompt
-    from signclip.train import language_targets
-
-    rows = lexicon.sample(8, random_state=3)
-    lang_prompts = [language_prompt(sp, si) for sp, si in zip(rows["spoken_language"], rows["signed_language"])]
-    lang_prompts[0] = None  # a sample without languages is ignored
-    tok, index = language_targets(model, lang_prompts)
-    distinct = sorted(set(lang_prompts[1:]))
-    assert tok["input_ids"].shape[0] == len(distinct) and index[0] == -1
-    assert [distinct[i] for i in index[1:]] == lang_prompts[1:]
-    _, x, mask, text_tok, ids = batch
-    cfg = TrainConfig(language_weight=0.5)
-    model.eval()
-    with torch.no_grad():
-        loss, parts = compute_loss(model, x, mask, text_tok, ids, cfg, languages=(tok, index))
-        pose_emb, _, scale = model(x, mask, text_tok["input_ids"], text_tok["attention_mask"])
-        lang_emb = model.forward_text(tok["input_ids"], tok["attention_mask"])
-    expected = torch.nn.functional.cross_entropy(scale * pose_emb[1:] @ lang_emb.T, index[1:])
-    assert parts["language"] == pytest.approx(expected.item(), abs=1e-5)
-    assert loss.item() == pytest.approx(parts["contrastive"] + 0.5 * parts["language"], abs=1e-5)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    saved = [p.detach().clone() for p in params]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    history = []
-    for _ in range(8):
-        torch.manual_seed(0)
-        loss, parts = compute_loss(model, x, mask, text_tok, ids, cfg, languages=(tok, index))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(parts["language"])
-    with torch.no_grad():
-        for p, s in zip(params, saved):
-            p.copy_(s)
-    assert history[-1] < history[0]
-
-
 def test_fine_grained_similarity_shape_range_and_padding_invariance(model, batch):
     arrays, x, mask, tok, _ = batch
     model.eval()

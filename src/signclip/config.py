@@ -94,7 +94,6 @@ class TrainConfig:
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose
     fine_grained_weight: float = 0.0  # + weight * contrastive loss on the fine-grained (window x token) similarity
     fine_grained_window: int = 4  # frames per local pose window (s)
-    language_weight: float = 0.0  # + weight * cross-entropy of each pose over the batch's "<en> <ase>" prompts
     num_workers: int = 0
     device: str = "auto"
     language_prompt_p: float = 0.0  # chance of training a pose against its text-free "<en> <ase>" prompt

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from signclip.models.signclip import SignCLIP
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
-# the distinct text-free language prompts of a batch, tokenised (U, L) (None if no sample has a language),
-# and each sample's index into them (B,), -1 where unknown
-LanguageTargets = tuple[dict[str, torch.Tensor] | None, torch.Tensor]
 
 
 def no_gather(t: torch.Tensor) -> torch.Tensor:
@@ -119,8 +116,8 @@ def _pad_dim1(t: torch.Tensor, n: int) -> torch.Tensor:
 
 # ---- the loss ----------------------------------------------------------------------------------
 def compute_loss(model: "SignCLIP", x: torch.Tensor, mask: torch.Tensor, tok: dict[str, torch.Tensor],
-                 text_ids: torch.Tensor, cfg: TrainConfig, gather: Gather = no_gather,
-                 languages: LanguageTargets | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 text_ids: torch.Tensor, cfg: TrainConfig, gather: Gather = no_gather
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch and its named parts (for the log).
 
     x: (B, T, F) keypoints, mask: (B, T) real frames, tok: tokenised prompts (B, L), text_ids: (B,)
@@ -160,20 +157,5 @@ def compute_loss(model: "SignCLIP", x: torch.Tensor, mask: torch.Tensor, tok: di
         fine = contrastive_loss(scale * fine_grained_similarity(win, win_mask, toks, tok_mask), ids)
         loss = loss + cfg.fine_grained_weight * fine
         parts["fine_grained"] = fine.item()
-
-    if cfg.language_weight > 0 and languages is not None and languages[0] is not None:
-        lang = language_loss(model, pose_emb, scale, *languages)
-        loss = loss + cfg.language_weight * lang
-        parts["language"] = lang.item()
     return loss, parts
-
-
-def language_loss(model: "SignCLIP", pose_emb: torch.Tensor, scale: torch.Tensor, tok: dict[str, torch.Tensor],
-                  index: torch.Tensor) -> torch.Tensor:
-    """Sign-language identification as a training signal: each pose (B, E) against the batch's distinct
-    ``<en> <ase>`` prompts (U), cross-entropy towards its own; samples with index -1 are ignored.
-    Local to each rank (the gradients are averaged by DDP)."""
-    lang_emb = model.forward_text(tok["input_ids"], tok["attention_mask"])  # (U, E)
-    logits = scale * pose_emb @ lang_emb.T  # (B, U)
-    return F.cross_entropy(logits, index.to(logits.device), ignore_index=-1)
 

@@ -41,7 +41,7 @@ from signclip.distributed import (DistEnv, barrier, broadcast_object, gather_wit
                                   resolve_device)
 from signclip.eval.retrieval import retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
-from signclip.objectives import LanguageTargets, compute_loss, no_gather
+from signclip.objectives import compute_loss, no_gather
 from signclip.text.prompts import language_prompt
 
 
@@ -65,19 +65,10 @@ def feature_statistics(model: SignCLIP, arrays: list[np.ndarray]) -> tuple[np.nd
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
 
 
-def collate(batch: list[tuple[np.ndarray, str, int, str | None]]):
-    """Samples -> x (B, T, F), mask (B, T), prompts, text ids (B,), language prompts (None: unknown)."""
-    arrays, prompts, ids, lang_prompts = zip(*batch)
+def collate(batch: list[tuple[np.ndarray, str, int]]):
+    arrays, prompts, ids = zip(*batch)
     x, mask = pad_poses(arrays)
-    return x, mask, list(prompts), torch.tensor(ids), list(lang_prompts)
-
-
-def language_targets(model: SignCLIP, lang_prompts: list[str | None]) -> LanguageTargets:
-    """The batch's distinct language prompts, tokenised (U, L), and each sample's index into them
-    (B,), -1 where the language is unknown."""
-    distinct = sorted({p for p in lang_prompts if p is not None})
-    index = torch.tensor([distinct.index(p) if p is not None else -1 for p in lang_prompts])
-    return (model.tokenize(distinct) if distinct else None), index
+    return x, mask, list(prompts), torch.tensor(ids)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -118,7 +109,7 @@ class MemorySource:
         return len(self._batches(0))
 
     def loader(self, epoch: int, start: int, stop: int) -> Iterable:
-        """Batches ``start:stop`` of ``epoch`` as :func:`collate` makes them."""
+        """Batches ``start:stop`` of ``epoch`` as (x (B, T, F), mask (B, T), prompts, text ids (B,))."""
         self.dataset.epoch = epoch
         return DataLoader(self.dataset, batch_sampler=self._batches(epoch)[start:stop], collate_fn=collate,
                           num_workers=self.num_workers, pin_memory=self.env.device.type == "cuda")
@@ -133,9 +124,8 @@ class Objective(nn.Module):
         self.model, self.cfg, self.gather = model, cfg, gather
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, tok: dict[str, torch.Tensor],
-                text_ids: torch.Tensor, languages: LanguageTargets | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-        return compute_loss(self.model, x, mask, tok, text_ids, self.cfg, gather=self.gather, languages=languages)
+                text_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return compute_loss(self.model, x, mask, tok, text_ids, self.cfg, gather=self.gather)
 
 
 def wrap_ddp(objective: Objective, device: torch.device, find_unused_parameters: bool = True) -> nn.Module:
@@ -311,16 +301,14 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         micro = 0
-        for x, mask, prompts, ids, lang_prompts in source.loader(epoch, in_epoch * cfg.grad_accum,
-                                                                 steps_per_epoch * cfg.grad_accum):
+        for x, mask, prompts, ids in source.loader(epoch, in_epoch * cfg.grad_accum, steps_per_epoch * cfg.grad_accum):
             # dropout, exactly resumable; rank 0 draws what a single process draws
             torch.manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro + env.rank * 7_919)
             sync = micro + 1 == cfg.grad_accum or not env.distributed
             with nullcontext() if sync else objective.no_sync():
                 with autocast:
-                    languages = language_targets(model, lang_prompts) if cfg.language_weight > 0 else None
                     loss, parts = objective(x.to(device, non_blocking=True), mask.to(device, non_blocking=True),
-                                            model.tokenize(prompts), ids.to(device, non_blocking=True), languages)
+                                            model.tokenize(prompts), ids.to(device, non_blocking=True))
                 (loss / cfg.grad_accum).backward()
             micro += 1
             if micro < cfg.grad_accum:

@@ -131,9 +131,8 @@ def load_arrays(df: pd.DataFrame, cfg: PoseConfig, progress: bool = True,
 
 def training_sample(array: np.ndarray, prompt: str, lang_prompt: str | None, layout: Layout, cfg: PoseConfig,
                     augment_cfg: AugmentConfig | None, language_prompt_p: float, rng_key: tuple
-                    ) -> tuple[np.ndarray, str, int, str | None]:
-    """One training example: the (augmented) pose, its prompt, the prompt's id and the text-free
-    language prompt (for the language objective; None without languages).
+                    ) -> tuple[np.ndarray, str, int]:
+    """One training example: the (augmented) pose, its prompt and the prompt's id.
 
     With probability ``language_prompt_p`` the prompt is the text-free ``<en> <ase>`` of its language,
     which teaches sign-language identification. Random draws come from ``rng_key`` (seed, epoch,
@@ -143,7 +142,7 @@ def training_sample(array: np.ndarray, prompt: str, lang_prompt: str | None, lay
         array = augment(array, layout, augment_cfg, rng, cfg.max_frames)
     if lang_prompt is not None and language_prompt_p > 0 and rng.random() < language_prompt_p:
         prompt = lang_prompt
-    return array, prompt, prompt_id(prompt), lang_prompt
+    return array, prompt, prompt_id(prompt)
 
 
 class PoseTextDataset(Dataset):
@@ -161,6 +160,6 @@ class PoseTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, str, int, str | None]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str, int]:
         return training_sample(self.arrays[i], self.prompts[i], self.language_prompts[i], self.layout, self.cfg,
                                self.augment_cfg, self.language_prompt_p, (self.seed, self.epoch, i))
