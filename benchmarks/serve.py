@@ -59,6 +59,25 @@ def start_server(model_dir: Path, index_dir: Path, port: int, batching: bool) ->
     raise RuntimeError("server did not start")
 
 
+def model_ceiling(model_dir: Path, paths: list[str], seconds: float = 3.0) -> tuple[float, float]:
+    """Poses/s of the model alone (no HTTP), one pose per call vs 32 per call, on the same poses: the
+    most that dynamic batching can gain for pose embedding on this machine."""
+    from signclip.models.signclip import load
+
+    model = load(model_dir)
+    arrays = [model.preprocess_pose(p) for p in paths]
+    rates = []
+    for batch in (1, 32):
+        model._encode_arrays(arrays[:batch], batch, True, False)  # warm-up
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            chunk = [arrays[(n + j) % len(arrays)] for j in range(batch)]
+            model._encode_arrays(chunk, batch, True, False)
+            n += batch
+        rates.append(n / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
 def load_test(url: str, payloads: list[tuple[str, dict]], clients: int, seconds: float) -> dict:
     """``clients`` threads send requests back to back for ``seconds``."""
     latencies: list[float] = []
@@ -116,6 +135,9 @@ def main() -> None:
         }
         workloads = {k: v for k, v in workloads.items() if k in args.workloads}
         print(f"{os.cpu_count()} CPUs, {args.seconds:g} s per cell; one pose / text per request")
+        one, batched = model_ceiling(model_dir, paths[:60])
+        print(f"model alone (no HTTP): {one:.0f} poses/s one per call, {batched:.0f} poses/s 32 per call "
+              f"({batched / one:.2f}x: the ceiling for pose batching)\n")
         print("| batching | workload | clients | req/s | p50 ms | p99 ms | ok | failed |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         results = {}
