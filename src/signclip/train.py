@@ -281,7 +281,7 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best, best_metrics = state["step"], state["best"], state["best_metrics"]
-        if ema is not None:
+        if ema is not None and state.get("ema") is not None:  # else: the average starts from the checkpoint
             ema.load_state_dict(state["ema"])
     objective = Objective(model, cfg, gather_with_grad if env.distributed else no_gather)
     if env.distributed:
