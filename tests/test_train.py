@@ -11,7 +11,7 @@ import torch
 import signclip
 from signclip.config import TrainConfig
 from signclip.data.datasets import split_dataset
-from signclip.train import epoch_batches, lr_lambda, prepare_splits, train
+from signclip.train import epoch_batches, fit, lr_lambda, prepare_splits, train
 
 
 def test_run_directory(trained_model_dir):
@@ -40,6 +40,18 @@ def test_schedule_and_batches():
     assert a == epoch_batches(10, 4, seed=1, epoch=0) != epoch_batches(10, 4, seed=1, epoch=1)
     assert [len(b) for b in a] == [4, 4, 2]
     assert [len(b) for b in epoch_batches(9, 4, 1, 0)] == [4, 4]  # a batch of one is dropped
+
+
+def test_fit_seed_fixes_the_initial_weights(lexicon, tmp_path):
+    """Same seed, same split and same initial weights: a run is reproducible (0 epochs: best = initial)."""
+    data = lexicon.sample(16, random_state=2).reset_index(drop=True)
+    cfg = signclip.get_model_config("tiny", pose_layers=1, freeze_text=True)
+    weights = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        model, _, _ = fit(data, cfg, TrainConfig(epochs=0, seed=seed), tmp_path / name, progress=False)
+        weights[name] = model.pose.frame_mlp[0].weight
+    assert torch.equal(weights["a"], weights["b"]) and not torch.equal(weights["a"], weights["c"])
+    assert (tmp_path / "a" / "splits.csv").read_text() == (tmp_path / "b" / "splits.csv").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -388,7 +388,11 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str, train_cfg: TrainConfig
     barrier()  # every rank has read splits.csv before rank 0 rewrites it
     if env.is_main:
         data.to_csv(splits_csv, index=False)
-    model = SignCLIP.create(model_cfg) if not isinstance(model_cfg, SignCLIP) else model_cfg
+    if isinstance(model_cfg, SignCLIP):
+        model = model_cfg
+    else:
+        torch.manual_seed(train_cfg.seed)  # the same seed gives the same initial weights, as the same split
+        model = SignCLIP.create(model_cfg)
     splits = prepare_splits(data, model, train_cfg, progress)
     summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
     best = SignCLIP.load(out / "best", device=resolve_device(train_cfg.device))
