@@ -40,7 +40,7 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
     elif is_video_path(source) if isinstance(source, (str, Path)) else is_video_bytes(source, name):
         pose = video_to_pose(source, name)  # MediaPipe Holistic on the fly (signclip[video] extra)
     elif isinstance(source, (str, Path)) and (Path(source).is_dir() or Path(source).suffix.lower() in KEYPOINT_SUFFIXES):
-        from signclip.data.adapters import read_keypoint_file  # (adapters import this module)
+        from signclip.data.adapters import read_keypoint_file  # lazy: pandas only for these formats
 
         pose = read_keypoint_file(source)  # Kaggle parquet, .npy/.npz, per-frame .npy folders
     else:
