@@ -8,8 +8,15 @@ An index directory::
     text.faiss          faiss index of text embeddings (optional)
     text.parquet        metadata of each text (text, prompt, languages)
 
-Embeddings are L2-normalised, so inner product = cosine similarity. ``flat`` (exact, default),
-``hnsw`` (graph, no training) and ``ivf`` (inverted lists, trained on the first vectors added).
+Embeddings are L2-normalised, so inner product = cosine similarity. Kinds:
+
+* ``flat`` (exact, default): scans every fp32 vector;
+* ``flat16``: scans fp16 copies (half the memory traffic, ~2x faster on large collections) and
+  re-ranks the best ``refine_factor * k`` with the fp32 vectors, so scores are exact fp32 ones and the
+  top-k is exact unless more than ``(refine_factor - 1) * k`` vectors lie within fp16 rounding
+  (|score error| <= 2**-11 for unit vectors) of the k-th score; stores 1.5x the vectors;
+* ``hnsw`` (approximate graph, no training) and ``ivf`` (approximate inverted lists, trained on the
+  first vectors added).
 """
 from __future__ import annotations
 
@@ -21,16 +28,22 @@ import faiss
 import numpy as np
 import pandas as pd
 
-KINDS = ("flat", "hnsw", "ivf")
+KINDS = ("flat", "flat16", "hnsw", "ivf")
 PARTS = ("pose", "text")
 
 
 def make_faiss_index(dim: int, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128,
                      nlist: int | None = None, n_hint: int = 0, nprobe: int | None = None,
-                     ef_construction: int = 80) -> faiss.Index:
+                     ef_construction: int = 80, refine_factor: int = 4) -> faiss.Index:
     """An empty inner-product index. ``ivf`` needs training (:meth:`EmbeddingIndex.add` does it)."""
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
+    if kind == "flat16":
+        scan = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexRefineFlat(scan)  # keeps the fp32 vectors for the re-ranking
+        index.referenced_objects = [scan]
+        index.k_factor = float(refine_factor)
+        return index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
