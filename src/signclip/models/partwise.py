@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from signclip.models.graph import SkeletonGCN, two_hands_adjacency
-from signclip.models.pose_encoder import PoseEncoder
+from signclip.models.pose_encoder import PoseEncoder, as_slice
 from signclip.pose.layout import LEFT_HAND, RIGHT_HAND
 
 
@@ -37,6 +37,7 @@ class PartwisePoseEncoder(PoseEncoder):
         self.dims, self.width, self.gradient_checkpointing = dims, width, False
         self.register_buffer("hand_index", torch.tensor(hands if hand_features else [], dtype=torch.long),
                              persistent=False)
+        self.hand_span = as_slice(self.hand_index)
         n_points = in_dim // dims
         feat_dim = in_dim + self.hand_index.numel() * dims
         self.register_buffer("feature_mean", torch.zeros(feat_dim))
@@ -53,6 +54,9 @@ class PartwisePoseEncoder(PoseEncoder):
         self.register_buffer("manual_cols", manual, persistent=False)
         self.register_buffer("non_manual_cols", non_manual, persistent=False)
         self.register_buffer("node_cols", node_cols, persistent=False)
+        # with the hands last in the layout (as in every built-in layout) both streams are column ranges;
+        # the slices are made contiguous below: the same layout as a gather, so bit-identical results
+        self.manual_span, self.non_manual_span = as_slice(manual), as_slice(non_manual)
         half = width // 2
         if graph_conv:
             self.manual_embed = SkeletonGCN(two_hands_adjacency(), node_cols.shape[1], gcn_hidden, half)
@@ -80,8 +84,8 @@ class PartwisePoseEncoder(PoseEncoder):
         if self.graph_conv:
             m = self.manual_embed(z[..., self.node_cols])  # (B, T, 42, C) -> (B, T, W/2)
         else:
-            m = self.manual_embed(z[..., self.manual_cols])  # (B, T, W/2)
-        n = self.non_manual_embed(z[..., self.non_manual_cols])  # (B, T, W/2)
+            m = self.manual_embed(z[..., self.manual_span or self.manual_cols].contiguous())  # (B, T, W/2)
+        n = self.non_manual_embed(z[..., self.non_manual_span or self.non_manual_cols].contiguous())  # (B, T, W/2)
         padding = ~mask
         m = self.run_transformer(self.manual, m + self.pos_embedding[0, :t], padding)
         n = self.run_transformer(self.non_manual, n + self.pos_embedding[1, :t], padding)

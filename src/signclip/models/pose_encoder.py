@@ -5,6 +5,13 @@ import torch
 from torch import nn
 
 
+def as_slice(index: torch.Tensor) -> slice | None:
+    """A contiguous ascending index range as a slice, else None. Indexing with the slice gives the same
+    values as with the index tensor, as a view in torch and a Slice (not a much slower Gather) in ONNX."""
+    i = index.flatten().tolist()
+    return slice(i[0], i[0] + len(i)) if i and i == list(range(i[0], i[0] + len(i))) else None
+
+
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, N, W) features, (B, N) mask -> (B, W) mean over the positions where mask is true."""
     m = mask.unsqueeze(-1).to(h.dtype)  # (B, N, 1)
@@ -26,6 +33,7 @@ class PoseEncoder(nn.Module):
         self.width = width  # size of the frame features
         # layout indices of each hand's 21 points (wrist first), for hand-shape features
         self.register_buffer("hand_index", torch.tensor(hands or [], dtype=torch.long), persistent=False)
+        self.hand_span = as_slice(self.hand_index)  # the two hands are usually adjacent in the layout
         in_dim = in_dim + self.hand_index.numel() * dims
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
@@ -53,17 +61,21 @@ class PoseEncoder(nn.Module):
         if self.hand_index.numel() == 0:
             return x
         b, t, _ = x.shape
-        pts = x.reshape(b, t, -1, self.dims)[:, :, self.hand_index]  # (B, T, 2, 21, D)
+        pts = x.reshape(b, t, -1, self.dims)  # (B, T, P, D)
+        if self.hand_span is not None:
+            pts = pts[:, :, self.hand_span].reshape(b, t, *self.hand_index.shape, self.dims)  # (B, T, 2, 21, D)
+        else:
+            pts = pts[:, :, self.hand_index]  # (B, T, 2, 21, D)
         wrist = pts[:, :, :, :1]  # (B, T, 2, 1, D)
         size = torch.linalg.vector_norm(pts[:, :, :, 9:10, :2] - wrist[..., :2], dim=-1, keepdim=True)
-        size = torch.where(size > 1e-6, size, torch.full_like(size, float("nan")))
+        size = torch.where(size > 1e-6, size, float("nan"))
         rel = (pts - wrist) / size  # (B, T, 2, 21, D), NaN where the hand is missing
         return torch.cat([x, rel.reshape(b, t, -1)], dim=-1)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         """Keypoints -> standardised features (mean/std of the training set); missing -> 0."""
         x = (self.featurize(x) - self.feature_mean) / self.feature_std
-        return torch.where(torch.isnan(x), torch.zeros_like(x), x)
+        return torch.where(torch.isnan(x), 0.0, x)
 
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) contextual frame features."""
