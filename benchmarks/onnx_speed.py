@@ -1,7 +1,12 @@
 """ONNX (fp32, int8) vs torch on CPU: pose and text encoder latency at batch 1, throughput at batch 32,
-and cosine of the embeddings. Tiny model with lexicon pose statistics; real lexicon poses and prompts.
+and cosine of the embeddings, on real lexicon poses and prompts.
 
-    python benchmarks/onnx_speed.py --threads 2 --iters 30
+    python benchmarks/onnx_speed.py --threads 1 --iters 30 --model signclip-quickstart/best
+
+Without ``--model``: an untrained ``tiny`` model with lexicon pose statistics. Its transformer layers
+start as copies of each other (``nn.TransformerEncoder`` clones the layer), the exporter stores the
+identical weights once and the quantiser then converts only their first use, so int8 figures need a
+trained model.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--model", help="a saved model directory (default: an untrained tiny model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from serve_utils import untrained_model_dir
@@ -43,7 +49,7 @@ def main() -> None:
 
     lexicon = load_lexicon()
     with tempfile.TemporaryDirectory() as tmp:
-        model = load(untrained_model_dir(Path(tmp) / "model", lexicon))
+        model = load(args.model or untrained_model_dir(Path(tmp) / "model", lexicon)).eval()
         export_onnx(model, Path(tmp) / "onnx", int8=True)
         fp32 = OnnxSignCLIP(Path(tmp) / "onnx", threads=args.threads)
         int8 = OnnxSignCLIP(Path(tmp) / "onnx", int8=True, threads=args.threads)
@@ -52,7 +58,7 @@ def main() -> None:
         prompts = model.prompts(rows["text"].tolist(), rows["spoken_language"].tolist(),
                                 rows["signed_language"].tolist())
         one, batch = arrays[:1], arrays[:32]
-        print(f"torch {torch.__version__}, {args.threads} threads; pose batch 1 = {one[0].shape[0]} frames, "
+        print(f"model {model.cfg.name} ({args.model or 'untrained'}); torch {torch.__version__}, {args.threads} threads; pose batch 1 = {one[0].shape[0]} frames, "
               f"batch 32 = {np.mean([a.shape[0] for a in batch]):.0f} frames on average; median of {args.iters}")
         print("| encoder | runtime | batch 1 ms | batch 32 items/s | cosine to torch | cosine to fp32 |")
         print("|---|---|---:|---:|---:|---:|")

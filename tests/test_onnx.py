@@ -97,3 +97,25 @@ def test_partwise_pose_encoder_exports(tmp_path, lexicon_paths):
     export_onnx(model, tmp_path)
     paths = lexicon_paths[::8]
     assert cosines(OnnxSignCLIP(tmp_path).encode_pose(paths), model.encode_pose(paths)).min() >= 0.999
+
+
+def test_int8_partwise_batches_of_mixed_lengths(tmp_path, lexicon, lexicon_paths):
+    """int8 stays close to fp32 when short poses are padded in a batch with long ones: padded frames are
+    missing (NaN), so they standardise to 0 instead of outliers that would set the int8 activation scale."""
+    import signclip
+    from signclip.data.collate import pad_poses
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+    from signclip.train import feature_statistics
+
+    model = signclip.create_model("tiny-partwise", pose_layers=1).eval()
+    model.set_pose_statistics(*feature_statistics(model, [model.preprocess_pose(p) for p in lexicon_paths[::4]]))
+    export_onnx(model, tmp_path, int8=True)
+    arrays = [model.preprocess_pose(p) for p in lexicon_paths]
+    arrays[0] = arrays[0][:5]  # a very short pose among ~25-frame ones
+    x, mask = pad_poses(arrays)
+    assert (model.pose.standardize(x)[~mask] == 0).all()  # padded frames carry no large values
+    fp32 = OnnxSignCLIP(tmp_path).encode_arrays(arrays, batch_size=16)
+    int8 = OnnxSignCLIP(tmp_path, int8=True).encode_arrays(arrays, batch_size=16)
+    assert cosines(fp32, model._encode_arrays(arrays, 16, True, False)).min() >= 0.999
+    assert cosines(int8, fp32).min() >= 0.99

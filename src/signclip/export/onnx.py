@@ -78,14 +78,15 @@ class _TextGraph(nn.Module):
 def quantize_int8(source: Path, target: Path) -> Path:
     """Dynamic int8 quantisation of the MatMul weights (per output channel).
 
-    Kept in fp32: the final projections, the pose tower's input layer (standardised keypoints have
-    outliers; cosine to fp32 0.992 -> 0.9999) and BERT's feed-forward output layers (activation
-    outliers; cosine 0.986 -> 0.992 on MiniLM prompts)."""
+    Kept in fp32: the final projections, the pose tower's input layers (``frame_mlp``, or the part-wise
+    ``manual_embed`` / ``non_manual_embed``: standardised keypoints have outliers; minimum cosine to fp32
+    on 128 lexicon poses 0.986 -> 0.99999) and BERT's feed-forward output layers (activation outliers;
+    cosine 0.986 -> 0.992 on MiniLM prompts)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    exclude = [n for n in nodes if n.split("/")[-2:-1] == ["proj"] or "frame_mlp" in n
+    exclude = [n for n in nodes if n.split("/")[-2:-1] == ["proj"] or "frame_mlp" in n or "_embed/" in n
                or ("/output/dense/" in n and "/attention/" not in n)]
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns "consider pre-processing" on the root logger
