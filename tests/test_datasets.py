@@ -141,4 +141,4 @@ def test_pad_poses():
     x, mask = pad_poses([a, b])
     assert x.shape == (2, 5, 6) and mask.shape == (2, 5)
     assert mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
-    assert (x[0, 3:] == 0).all() and x[1, 0, :3].isnan().all()
+    assert x[0, 3:].isnan().all() and x[1, 0, :3].isnan().all()  # padded frames are missing, like NaN points
