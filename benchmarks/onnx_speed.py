@@ -58,7 +58,8 @@ def main() -> None:
         prompts = model.prompts(rows["text"].tolist(), rows["spoken_language"].tolist(),
                                 rows["signed_language"].tolist())
         one, batch = arrays[:1], arrays[:32]
-        print(f"model {model.cfg.name} ({args.model or 'untrained'}); torch {torch.__version__}, {args.threads} threads; pose batch 1 = {one[0].shape[0]} frames, "
+        print(f"model {model.cfg.name} ({args.model or 'untrained'}); torch {torch.__version__}, "
+              f"{args.threads} threads; pose batch 1 = {one[0].shape[0]} frames, "
               f"batch 32 = {np.mean([a.shape[0] for a in batch]):.0f} frames on average; median of {args.iters}")
         print("| encoder | runtime | batch 1 ms | batch 32 items/s | cosine to torch | cosine to fp32 |")
         print("|---|---|---:|---:|---:|---:|")

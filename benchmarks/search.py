@@ -98,8 +98,8 @@ def main() -> None:
             build = time.perf_counter() - t
             ms, ids = per_query(flat16, q)
             same = float((ids == truth).all(1).mean())
-            print(f"| {kind} | {n:,} | flat16 (fp16 scan, fp32 re-rank) | refine x{flat16.k_factor:.0f} | {build:.1f} | "
-                  f"{ms:.2f} | {recall(ids, truth):.3f} ({same:.0%} identical top-10) |", flush=True)
+            print(f"| {kind} | {n:,} | flat16 (fp16 scan, fp32 re-rank) | refine x{flat16.k_factor:.0f} | "
+                  f"{build:.1f} | {ms:.2f} | {recall(ids, truth):.3f} ({same:.0%} identical top-10) |", flush=True)
             del flat16
             if not args.skip_ivf:
                 ivf_rows(kind, x, q, truth, args, rng)
