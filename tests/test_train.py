@@ -120,3 +120,17 @@ def test_resume_continues_exactly(small_splits, tmp_path, ema_decay):
         assert not torch.allclose(best_a[weight], a[weight])
     else:
         assert torch.equal(best_a[weight], a[weight])
+
+
+def test_grouped_batches():
+    """Hard-negative batching: a share of the samples in runs of equal key, the rest at random."""
+    keys = [f"letter{i % 5}" for i in range(40)]  # 5 keys, 8 samples each
+    full = epoch_batches(40, 8, 1, 0, [(1.0, keys)])
+    assert sorted(i for b in full for i in b) == list(range(40))
+    assert all(len({keys[i] for i in b}) == 1 for b in full)  # runs of 8 fill batches of 8 exactly
+    half = epoch_batches(40, 8, 1, 0, [(0.5, keys)])
+    assert half == epoch_batches(40, 8, 1, 0, [(0.5, keys)]) != epoch_batches(40, 8, 1, 1, [(0.5, keys)])
+    assert sorted(i for b in half for i in b) == list(range(40))
+    assert len(half) == len(epoch_batches(40, 8, 1, 5, [(0.5, keys)]))  # the same number every epoch
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        epoch_batches(40, 8, 1, 0, [(0.7, keys), (0.7, keys)])

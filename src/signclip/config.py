@@ -97,6 +97,10 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     language_prompt_p: float = 0.0  # chance of training a pose against its text-free "<en> <ase>" prompt
+    # hard negatives (in-memory data): shares of each epoch's samples batched with others of the same text
+    # (the sign in other languages) / the same sign language; the rest are batched at random
+    text_grouped_batches: float = 0.0
+    language_grouped_batches: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # scale-out (issue 5): batch_size is per process; under torchrun the global batch is batch_size x world
     precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)

@@ -20,7 +20,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +71,34 @@ def collate(batch: list[tuple[np.ndarray, str, int]]):
     return x, mask, list(prompts), torch.tensor(ids)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                  groups: Sequence[tuple[float, Sequence[str]]] = ()) -> list[list[int]]:
     """The shuffled batches of one epoch, a pure function of (seed, epoch) so resume is exact.
-    A last batch of one example is dropped (a contrastive batch needs negatives)."""
+
+    ``groups``: (share, key of each sample) pairs for hard negatives: that share of the samples is
+    batched in runs of equal key (e.g. the same text in other sign languages), the rest at random, and
+    the batches are shuffled. A last batch of one example is dropped (a contrastive batch needs negatives)."""
     order = np.random.default_rng((seed, epoch)).permutation(n)
-    batches = [order[i: i + batch_size].tolist() for i in range(0, n, batch_size)]
-    return [b for b in batches if len(b) > 1]
+    if not groups:
+        batches = [order[i: i + batch_size].tolist() for i in range(0, n, batch_size)]
+        return [b for b in batches if len(b) > 1]
+    shares = [share for share, _ in groups]
+    if min(shares) < 0 or sum(shares) > 1:
+        raise ValueError(f"grouped batches: shares {shares} must be >= 0 and sum to at most 1")
+    rng = np.random.default_rng((seed, epoch, 1))
+    batches, start = [], 0
+    for share, keys in groups:
+        size = round(share * n)
+        runs: dict[str, list[int]] = {}
+        for i in order[start: start + size].tolist():
+            runs.setdefault(keys[i], []).append(i)
+        start += size
+        runs_list = list(runs.values())
+        grouped = [i for j in rng.permutation(len(runs_list)) for i in runs_list[j]]  # runs in random order
+        batches += [grouped[i: i + batch_size] for i in range(0, len(grouped), batch_size)]
+    rest = order[start:].tolist()
+    batches += [rest[i: i + batch_size] for i in range(0, len(rest), batch_size)]
+    return [batches[j] for j in rng.permutation(len(batches)) if len(batches[j]) > 1]
 
 
 def rank_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
@@ -96,12 +118,14 @@ class MemorySource:
     """Training batches of an in-memory split: the epoch's global batches of :func:`epoch_batches`
     (``batch_size x world``), this rank's part of each; a pure function of (seed, epoch, rank)."""
 
-    def __init__(self, dataset: PoseTextDataset, batch_size: int, seed: int, env: DistEnv, num_workers: int = 0):
+    def __init__(self, dataset: PoseTextDataset, batch_size: int, seed: int, env: DistEnv, num_workers: int = 0,
+                 groups: Sequence[tuple[float, Sequence[str]]] = ()):
         self.dataset, self.batch_size, self.seed, self.env, self.num_workers = dataset, batch_size, seed, env, num_workers
+        self.groups = groups  # hard-negative batching, see epoch_batches
 
     def _batches(self, epoch: int) -> list[list[int]]:
         world = self.env.world_size
-        return rank_batches(epoch_batches(len(self.dataset), self.batch_size * world, self.seed, epoch),
+        return rank_batches(epoch_batches(len(self.dataset), self.batch_size * world, self.seed, epoch, self.groups),
                             self.env.rank, world)
 
     def n_batches(self) -> int:
@@ -258,8 +282,13 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
     if isinstance(train_data, SplitData):
         dataset = PoseTextDataset(train_data.arrays, train_data.prompts, model.cfg.pose, cfg.augment, cfg.seed,
                                   language_prompts_for(model, train_data.df), cfg.language_prompt_p)
-        source = MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers)
+        groups = [(share, train_data.df[col].astype(str).tolist()) for share, col in
+                  ((cfg.text_grouped_batches, "text"), (cfg.language_grouped_batches, "signed_language")) if share > 0]
+        source = MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups)
     else:
+        if cfg.text_grouped_batches or cfg.language_grouped_batches:
+            raise ValueError("text_grouped_batches / language_grouped_batches need in-memory training data, "
+                             "not streamed shards")
         source = train_data.source(model, cfg, env)
     steps_per_epoch = max(1, source.n_batches() // cfg.grad_accum)
     total_steps = cfg.epochs * steps_per_epoch
