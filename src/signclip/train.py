@@ -71,6 +71,10 @@ def collate(batch: list[tuple[np.ndarray, str, int]]):
     return x, mask, list(prompts), torch.tensor(ids)
 
 
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i: i + size] for i in range(0, len(items), size)]
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
                   groups: Sequence[tuple[float, Sequence[str]]] = ()) -> list[list[int]]:
     """The shuffled batches of one epoch, a pure function of (seed, epoch) so resume is exact.
@@ -78,10 +82,9 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
     ``groups``: (share, key of each sample) pairs for hard negatives: that share of the samples is
     batched in runs of equal key (e.g. the same text in other sign languages), the rest at random, and
     the batches are shuffled. A last batch of one example is dropped (a contrastive batch needs negatives)."""
-    order = np.random.default_rng((seed, epoch)).permutation(n)
+    order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
     if not groups:
-        batches = [order[i: i + batch_size].tolist() for i in range(0, n, batch_size)]
-        return [b for b in batches if len(b) > 1]
+        return [b for b in _chunks(order, batch_size) if len(b) > 1]
     shares = [share for share, _ in groups]
     if min(shares) < 0 or sum(shares) > 1:
         raise ValueError(f"grouped batches: shares {shares} must be >= 0 and sum to at most 1")
@@ -90,14 +93,12 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
     for share, keys in groups:
         size = round(share * n)
         runs: dict[str, list[int]] = {}
-        for i in order[start: start + size].tolist():
+        for i in order[start: start + size]:
             runs.setdefault(keys[i], []).append(i)
         start += size
         runs_list = list(runs.values())
-        grouped = [i for j in rng.permutation(len(runs_list)) for i in runs_list[j]]  # runs in random order
-        batches += [grouped[i: i + batch_size] for i in range(0, len(grouped), batch_size)]
-    rest = order[start:].tolist()
-    batches += [rest[i: i + batch_size] for i in range(0, len(rest), batch_size)]
+        batches += _chunks([i for j in rng.permutation(len(runs_list)) for i in runs_list[j]], batch_size)
+    batches += _chunks(order[start:], batch_size)
     return [batches[j] for j in rng.permutation(len(batches)) if len(batches[j]) > 1]
 
 
