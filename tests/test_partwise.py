@@ -43,11 +43,29 @@ def test_partwise_shapes_and_streams(graph_conv, lexicon):
     manual, non_manual = set(enc.manual_cols.tolist()), set(enc.non_manual_cols.tolist())
     assert not manual & non_manual and manual | non_manual == set(range(n_feat))  # a partition
     assert len(manual) == 42 * 3 * 2 and enc.node_cols.shape == (42, 6)
+    assert enc.non_manual_embed.sizes == [8 * 3, 128 * 3]  # body and face embedded separately
     arrays = [model.preprocess_pose(p) for p in lexicon["path"][:3]]
     x, mask = pad_poses(arrays)
     with torch.no_grad():
         assert enc.frame_features(x, mask).shape == (3, x.shape[1], 256)  # (B, T, W)
     assert model.encode_pose(arrays).shape == (3, 256)
+
+
+def test_split_non_manual_keeps_the_body_share():
+    """With split_non_manual the 24 body columns own half of the non-manual frame embedding: changing only
+    the body moves that half and leaves the face's half; without it (models saved before the option) one
+    layer reads body and face together."""
+    enc = signclip.create_model("tiny-partwise", pose_layers=1, freeze_text=True).pose.eval()
+    z = torch.randn(2, 5, 408)  # (B, T, body 24 + face 384) standardised non-manual features
+    moved = z.clone()
+    moved[..., :24] += 3.0
+    with torch.no_grad():
+        a, b = enc.non_manual_embed(z), enc.non_manual_embed(moved)  # (B, T, 128)
+    assert not torch.allclose(a[..., :64], b[..., :64]) and torch.equal(a[..., 64:], b[..., 64:])
+    old = signclip.create_model("tiny-partwise", pose_layers=1, freeze_text=True, split_non_manual=False).pose
+    assert isinstance(old.non_manual_embed[0], torch.nn.Linear) and old.non_manual_embed[0].in_features == 408
+    with pytest.raises(ValueError, match="split_non_manual"):
+        signclip.create_model("tiny", split_non_manual=True)
 
 
 def test_hand_adjacency_is_symmetric_normalised():

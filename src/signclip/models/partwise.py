@@ -11,7 +11,7 @@ from torch import nn
 
 from signclip.models.graph import SkeletonGCN, two_hands_adjacency
 from signclip.models.pose_encoder import PoseEncoder, as_slice
-from signclip.pose.layout import LEFT_HAND, RIGHT_HAND
+from signclip.pose.layout import BODY, LEFT_HAND, RIGHT_HAND
 
 
 def _transformer(width: int, layers: int, heads: int, mlp_ratio: float, dropout: float) -> nn.TransformerEncoder:
@@ -20,17 +20,35 @@ def _transformer(width: int, layers: int, heads: int, mlp_ratio: float, dropout:
     return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
 
 
+class PartEmbedding(nn.Module):
+    """Per-frame embedding of consecutive column groups (body parts), each by its own Linear -> GELU ->
+    LayerNorm to an equal share of ``width``, concatenated: a part with few columns keeps its share."""
+
+    def __init__(self, sizes: list[int], width: int):
+        super().__init__()
+        if width % len(sizes):
+            raise ValueError(f"width {width} does not split into {len(sizes)} equal parts")
+        self.sizes = sizes
+        w = width // len(sizes)
+        self.parts = nn.ModuleList(nn.Sequential(nn.Linear(n, w), nn.GELU(), nn.LayerNorm(w)) for n in sizes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, T, sum(sizes)) -> (B, T, width)."""
+        return torch.cat([embed(part) for embed, part in zip(self.parts, z.split(self.sizes, dim=-1))], dim=-1)
+
+
 class PartwisePoseEncoder(PoseEncoder):
     """Manual (hands) and non-manual (body, face) streams of width ``width // 2`` each, fused to ``width``.
 
     ``graph_conv`` replaces the manual stream's per-frame MLP by a GCN over the two hand skeletons
     (nodes = 42 hand points, node features = standardised coordinates and, with hand features, the
-    wrist-relative hand shape).
+    wrist-relative hand shape). ``body_points`` > 0 (the body points lead the layout) embeds the body
+    and the face of the non-manual stream separately (:class:`PartEmbedding`).
     """
 
     def __init__(self, in_dim: int, width: int, layers: int, heads: int, mlp_ratio: float, dropout: float,
                  max_frames: int, embed_dim: int, dims: int, hands: list[list[int]], hand_features: bool = True,
-                 graph_conv: bool = False, gcn_hidden: int = 32):
+                 graph_conv: bool = False, gcn_hidden: int = 32, body_points: int = 0):
         nn.Module.__init__(self)  # PoseEncoder's own layers are replaced by the two streams below
         if width % 2 or (width // 2) % heads:
             raise ValueError(f"pose_width: {width} must split into two streams divisible by pose_heads={heads}")
@@ -62,7 +80,11 @@ class PartwisePoseEncoder(PoseEncoder):
             self.manual_embed = SkeletonGCN(two_hands_adjacency(), node_cols.shape[1], gcn_hidden, half)
         else:
             self.manual_embed = nn.Sequential(nn.Linear(len(manual), half), nn.GELU(), nn.LayerNorm(half))
-        self.non_manual_embed = nn.Sequential(nn.Linear(len(non_manual), half), nn.GELU(), nn.LayerNorm(half))
+        if body_points:  # the body points lead the layout, so its columns lead the non-manual ones
+            body = body_points * dims
+            self.non_manual_embed = PartEmbedding([body, len(non_manual) - body], half)
+        else:
+            self.non_manual_embed = nn.Sequential(nn.Linear(len(non_manual), half), nn.GELU(), nn.LayerNorm(half))
         self.graph_conv = graph_conv
         self.pos_embedding = nn.Parameter(torch.randn(2, max_frames, half) * 0.02)  # one per stream
         self.manual = _transformer(half, layers, heads, mlp_ratio, dropout)
@@ -75,7 +97,7 @@ class PartwisePoseEncoder(PoseEncoder):
         hands = [layout.hand_slices[LEFT_HAND], layout.hand_slices[RIGHT_HAND]]
         return cls(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads, cfg.pose_mlp_ratio,
                    cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim, cfg.pose.dims, hands, cfg.hand_features,
-                   cfg.graph_conv)
+                   cfg.graph_conv, body_points=layout.count(BODY) if cfg.split_non_manual else 0)
 
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) fused frame features."""

@@ -51,6 +51,8 @@ class PoseEncoder(nn.Module):
         """Build from a :class:`~signclip.config.ModelConfig` and its point :class:`Layout`."""
         if cfg.graph_conv:
             raise ValueError("graph_conv: only the 'partwise' pose encoder has a graph-convolution embedding")
+        if cfg.split_non_manual:
+            raise ValueError("split_non_manual: only the 'partwise' pose encoder has a non-manual stream")
         hands = list(layout.hand_slices.values()) if cfg.hand_features else None
         return cls(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads, cfg.pose_mlp_ratio,
                    cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim, cfg.pose.dims, hands)

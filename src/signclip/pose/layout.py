@@ -67,6 +67,10 @@ class Layout:
     def __len__(self) -> int:
         return len(self.points)
 
+    def count(self, component: str) -> int:
+        """Number of points of ``component`` in this layout."""
+        return sum(c == component for c, _ in self.points)
+
     def index(self, component: str, point: str) -> int:
         return self.points.index((component, point))
 
