@@ -8,6 +8,7 @@ training seed varies):
 * ``+fine``        + fine-grained window x token contrast (weight 1, s = 4); reported twice: ranked
                    by the global similarity, and by the mean of global and fine-grained similarity
 * ``partwise``     tiny-partwise (manual + non-manual streams), contrastive only
+* ``partwise-joint`` the same with body and face through one non-manual input layer (split_non_manual off)
 * ``frozen-text``  tiny with the text backbone frozen, contrastive only
 
 Metrics on the lexicon's test split: pose->text R@1 / R@10 against the unique test prompts, and
@@ -51,6 +52,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "+mpm": ("tiny", {}, {"mpm_weight": 1.0}),
     "+fine": ("tiny", {}, {"fine_grained_weight": 1.0}),
     "partwise": ("tiny-partwise", {}, {}),
+    "partwise-joint": ("tiny-partwise", {"split_non_manual": False}, {}),
     "frozen-text": ("tiny", {"freeze_text": True}, {}),
 }
 
