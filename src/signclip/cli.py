@@ -214,7 +214,8 @@ def quickstart(
 # The quickstart: the model and training settings that won on the lexicon (benchmarks/RESULTS.md).
 QUICKSTART_MODEL = "tiny-partwise"
 QUICKSTART_TRAIN = dict(batch_size=32, lr=1e-3, text_lr=5e-5, warmup_steps=50, language_prompt_p=0.2,
-                        ema_decay=0.995, augment={"flip_p": 0.0}, val_fraction=0.1, test_fraction=0.2,
+                        ema_decay=0.995, augment={"flip_p": 0.0, "affine_sigma": 0.05},  # paper: 0.2, 0.2
+                        val_fraction=0.1, test_fraction=0.2,
                         save_every=140)  # a checkpoint every 10 epochs of 14 steps
 
 
