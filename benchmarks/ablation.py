@@ -36,13 +36,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from signclip.cli import QUICKSTART_TRAIN  # noqa: E402
+from signclip.cli.training import QUICKSTART_TRAIN  # noqa: E402
 from signclip.config import TrainConfig, get_model_config  # noqa: E402
-from signclip.data.datasets import load_lexicon, split_dataset  # noqa: E402
+from signclip.data.manifests import load_lexicon
+from signclip.data.splits import split_dataset
 from signclip.eval.recognition import language_identification, spoken_for_signed  # noqa: E402
-from signclip.eval.retrieval import (combined_similarity, fine_grained_similarity, pose_to_text,  # noqa: E402
-                                     unique_texts)
-from signclip.train import fit  # noqa: E402
+from signclip.eval.retrieval import combined_similarity, fine_grained_similarity, pose_to_text, unique_texts  # noqa: E402
+from signclip.training import fit
 
 HERE = Path(__file__).parent
 SECTION = "## Ablation (issue 6)"
@@ -68,7 +68,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, data, spoken) -> 
     model, splits, summary = fit(data, model_cfg, train_cfg, out, resume=False, progress=False)
     test = splits["test"]
     texts, index = unique_texts(test.prompts)
-    pose_emb = model._encode_arrays(test.arrays, 64, True, False)  # (N, E)
+    pose_emb = model.encode_arrays(test.arrays, 64)  # (N, E)
     global_sim = pose_emb @ model.encode_text(texts, progress=False).T  # (N, M)
     lang = language_identification(model, pose_emb, test.df["signed_language"].astype(str).tolist(), spoken=spoken)
     base = {"variant": variant, "seed": seed, "epochs": args.epochs, "steps": summary["steps"],

@@ -48,7 +48,7 @@ class ReferenceModel:
     def encode_arrays(self, arrays, batch_size):
         import torch
 
-        from signclip.data.collate import pad_poses
+        from signclip.batching import pad_poses
 
         out = []
         with torch.no_grad():
@@ -91,7 +91,7 @@ def worker(name: str, threads: int, n_poses: int, n_texts: int) -> dict:
 
     torch.set_num_threads(threads)
     from signclip.config import PoseConfig
-    from signclip.data.datasets import load_lexicon
+    from signclip.data.manifests import load_lexicon
     from signclip.pose.preprocess import preprocess
 
     lex = load_lexicon().sample(max(n_poses, n_texts), random_state=0)
@@ -113,7 +113,7 @@ def worker(name: str, threads: int, n_poses: int, n_texts: int) -> dict:
         params = sum(p.numel() for p in model.parameters())
 
         def enc_pose(arrays, b):
-            return model._encode_arrays(arrays, b, True, False)
+            return model.encode_arrays(arrays, b)
 
         def enc_text(texts, b):
             return model.encode_text(texts, batch_size=b, progress=False)

@@ -40,12 +40,12 @@ def main() -> None:
     ap.add_argument("--model", help="a saved model directory (default: an untrained tiny model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from serve_utils import untrained_model_dir
-
-    from signclip.data.datasets import load_lexicon
+    from signclip.data.manifests import load_lexicon
     from signclip.export.onnx import export_onnx
-    from signclip.models.signclip import load
     from signclip.export.runtime import OnnxSignCLIP
+    from signclip.models.signclip import load
+
+    from serve_utils import untrained_model_dir
 
     lexicon = load_lexicon()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,10 +63,10 @@ def main() -> None:
               f"batch 32 = {np.mean([a.shape[0] for a in batch]):.0f} frames on average; median of {args.iters}")
         print("| encoder | runtime | batch 1 ms | batch 32 items/s | cosine to torch | cosine to fp32 |")
         print("|---|---|---:|---:|---:|---:|")
-        ref_pose = model._encode_arrays(arrays, 32, True, False)
+        ref_pose = model.encode_arrays(arrays, 32)
         ref_text = model.encode_text(prompts)
         runs = {
-            "pose": {"torch": lambda a: model._encode_arrays(a, 32, True, False),
+            "pose": {"torch": lambda a: model.encode_arrays(a, 32),
                      "onnx fp32": lambda a: fp32.encode_arrays(a), "onnx int8": lambda a: int8.encode_arrays(a)},
             "text": {"torch": lambda t: model.encode_text(t), "onnx fp32": lambda t: fp32.encode_text(t),
                      "onnx int8": lambda t: int8.encode_text(t)},

@@ -15,7 +15,7 @@ import time
 import faiss
 import numpy as np
 
-from signclip.index import make_faiss_index
+from signclip.serve.index import make_faiss_index
 
 
 def make_data(n: int, dim: int, kind: str, rng: np.random.Generator) -> np.ndarray:

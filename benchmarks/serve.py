@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def setup(root: Path, n_poses: int) -> tuple[Path, Path, list[str]]:
     """A servable tiny model (lexicon languages and pose statistics), an index, and query poses."""
-    from serve_utils import untrained_model_dir
-
-    from signclip.data.datasets import load_lexicon
-    from signclip.index import SearchIndex
+    from signclip.data.manifests import load_lexicon
     from signclip.models.signclip import load
+    from signclip.serve.index import SearchIndex
+
+    from serve_utils import untrained_model_dir
 
     lexicon = load_lexicon()
     model_dir = Path(untrained_model_dir(root / "model", lexicon))
@@ -69,11 +69,11 @@ def model_ceiling(model_dir: Path, paths: list[str], seconds: float = 3.0) -> tu
     arrays = [model.preprocess_pose(p) for p in paths]
     rates = []
     for batch in (1, 32):
-        model._encode_arrays(arrays[:batch], batch, True, False)  # warm-up
+        model.encode_arrays(arrays[:batch], batch)  # warm-up
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             chunk = [arrays[(n + j) % len(arrays)] for j in range(batch)]
-            model._encode_arrays(chunk, batch, True, False)
+            model.encode_arrays(chunk, batch)
             n += batch
         rates.append(n / (time.perf_counter() - start))
     return rates[0], rates[1]

@@ -1,4 +1,4 @@
-"""Training throughput and streaming memory (issue 5).
+"""Training throughput and streaming memory.
 
 1. samples/s and peak memory of training steps (forward + backward + AdamW, the real ``train`` pieces:
    ``Objective``, DDP via ``wrap_ddp``, ``gather_with_grad``) for ``tiny`` and ``base``: one process vs
@@ -81,11 +81,12 @@ def _steps(rank: int, world: int, name: str, batch: int, frames: int, steps: int
                           LOCAL_RANK=str(rank))
     torch.set_num_threads(threads)
     from signclip.config import TrainConfig
-    from signclip.distributed import cleanup, gather_with_grad, init_distributed
     from signclip.models.signclip import SignCLIP
-    from signclip.objectives import no_gather
     from signclip.pose.layout import get_layout
-    from signclip.train import Objective, make_optimizer, wrap_ddp
+    from signclip.training.distributed import cleanup, gather_with_grad, init_distributed
+    from signclip.training.loop import wrap_ddp
+    from signclip.training.objectives import Objective, no_gather
+    from signclip.training.optim import make_optimizer
 
     env = init_distributed(device)
     torch.manual_seed(0)
@@ -156,10 +157,11 @@ def synthetic_samples(n: int, points: int, dims: int, seed: int = 0):
 
 def stream(clips: int, root: Path, workers: int, batch: int, buffer: int) -> dict:
     from signclip.config import AugmentConfig, TrainConfig, get_model_config
-    from signclip.data.shards import PromptMaker, ShardSource, ShardSplit, pack_samples
-    from signclip.distributed import DistEnv
+    from signclip.data.shards import ShardSplit, pack_samples
     from signclip.models.signclip import SignCLIP
     from signclip.pose.layout import get_layout
+    from signclip.training.distributed import DistEnv
+    from signclip.training.streaming import PromptMaker, ShardSource
 
     cfg = get_model_config("tiny")
     cfg.pose.dims = 2  # keeps the 100k-clip set around 1 GB on disk
@@ -232,7 +234,8 @@ def main() -> None:
         for i in marks:
             n, pss, rss = r["rss"][i]
             print(f"| {n:,} | {pss / 2**20:.0f} MiB | {rss / 2**20:.0f} MiB |")
-        print(f"| peak | {max(m[1] for m in r['rss']) / 2**20:.0f} MiB | {max(m[2] for m in r['rss']) / 2**20:.0f} MiB |")
+        peak_a, peak_b = (max(m[i] for m in r['rss']) / 2**20 for i in (1, 2))
+        print(f"| peak | {peak_a:.0f} MiB | {peak_b:.0f} MiB |")
 
 
 if __name__ == "__main__":

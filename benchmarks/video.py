@@ -1,4 +1,4 @@
-"""Video -> pose throughput (issue 7): frames/s of signclip's converter, single process and with worker
+"""Video -> pose throughput: frames/s of signclip's converter, single process and with worker
 processes, beside pose-format's own ``video_to_pose`` measured in the same run.
 
     python benchmarks/video.py [--video PATH] [--copies 4] [--workers 2]
@@ -46,7 +46,7 @@ def main() -> None:
 
     from pose_format.bin.pose_estimation import pose_video
 
-    from signclip.video import convert_video, convert_videos, video_to_pose
+    from signclip.pose.video import convert_video, convert_videos, video_to_pose
 
     frames_per_video = int(video_to_pose(args.video).body.data.shape[0])  # warm-up (graph start-up)
     total = frames_per_video * args.copies
@@ -76,7 +76,7 @@ def main() -> None:
         assert not summaries[0].failed and len(summaries[0].converted) == args.copies, str(summaries[0])
     # what each worker process pays before its first frame: a fresh interpreter importing signclip + mediapipe
     startup = _measure(lambda: subprocess.run(
-        [sys.executable, "-c", "import signclip.video, pose_format.utils.holistic"], check=True))
+        [sys.executable, "-c", "import signclip.pose.video, pose_format.utils.holistic"], check=True))
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"video: {args.video.name}, {frames_per_video} frames; {args.copies} copies = {total} frames; "

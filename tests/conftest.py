@@ -1,4 +1,7 @@
-"""Shared fixtures: real lexicon poses, a fresh tiny model, and a briefly trained tiny model."""
+"""Shared fixtures: real lexicon poses, a fresh tiny model, and a briefly trained tiny model.
+
+Tests that train (directly or through the fixtures below), start processes, a browser or MediaPipe are
+marked ``slow``: ``pytest -m "not slow"`` is the quick subset, plain ``pytest`` the whole suite."""
 from __future__ import annotations
 
 import os
@@ -11,10 +14,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(2)
 
 
+SLOW_FIXTURES = {"trained_model_dir", "cli_run"}  # fixtures that train a model
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def lexicon():
     """The embedded lexicon table (600 rows)."""
-    from signclip.data.datasets import load_lexicon
+    from signclip.data.manifests import load_lexicon
 
     return load_lexicon()
 
@@ -38,7 +50,7 @@ def tiny_model():
 def trained_model_dir(tmp_path_factory, lexicon):
     """A `tiny` model trained for a few steps on 120 lexicon poses and saved (path to its directory)."""
     from signclip.config import TrainConfig, get_model_config
-    from signclip.train import fit
+    from signclip.training import fit
 
     out = tmp_path_factory.mktemp("trained")
     data = lexicon.sample(120, random_state=0).reset_index(drop=True)

@@ -47,12 +47,10 @@ def untrained_model_dir(out, lexicon) -> str:
     """A fresh `tiny` model made ready to serve without training (for speed): the lexicon's languages
     and pose feature statistics of 48 lexicon poses, saved to ``out``."""
     import signclip
-    from signclip.train import feature_statistics, set_languages
 
     model = signclip.create_model("tiny").eval()
-    set_languages(model, lexicon)
     arrays = [model.preprocess_pose(p) for p in lexicon["path"].iloc[::12].tolist()]
-    model.set_pose_statistics(*feature_statistics(model, arrays))
+    model.fit_preprocessing(arrays, lexicon["spoken_language"], lexicon["signed_language"])
     model.save(out)
     return str(out)
 
@@ -61,9 +59,9 @@ def untrained_model_dir(out, lexicon) -> str:
 def live_server(model_dir, pose_paths: list[str], lexicon, **settings):
     """Start the real app with uvicorn on 127.0.0.1 (free port), with an index of ``pose_paths`` and their
     (text, languages) prompts. Yields (url, model, index)."""
-    from signclip.index import SearchIndex
     from signclip.models.signclip import load
     from signclip.serve import ServerThread, ServeSettings, create_app
+    from signclip.serve.index import SearchIndex
 
     model = load(model_dir)
     rows = lexicon.set_index("path").loc[pose_paths].reset_index()

@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from signclip.batching import pad_poses
 from signclip.config import AugmentConfig, PoseConfig
-from signclip.data.collate import pad_poses
-from signclip.text.prompts import prompt_id
-from signclip.data.datasets import (COLUMNS, PoseTextDataset, load_arrays, load_dataset, load_manifest, split_dataset)
+from signclip.data.arrays import load_arrays
+from signclip.data.manifests import COLUMNS, load_dataset, load_manifest
+from signclip.data.splits import split_dataset
 from signclip.pose.io import read_pose
+from signclip.text.prompts import prompt_id
+from signclip.training.batches import PoseTextDataset
 
 
 def test_lexicon(lexicon):

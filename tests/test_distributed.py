@@ -1,4 +1,4 @@
-"""Distributed training (issue 5): 2 gloo processes give the single-process loss and gradients of the
+"""Distributed training: 2 gloo processes give the single-process loss and gradients of the
 same global batch; `torchrun -m signclip.cli train` checkpoints and resumes; `embed` over shards under
 torchrun merges the ranks' parts in input order."""
 from __future__ import annotations
@@ -14,10 +14,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from signclip.batching import pad_poses
 from signclip.config import TrainConfig
-from signclip.data.collate import pad_poses
-from signclip.data.datasets import load_arrays
-from signclip.train import epoch_batches, rank_batches
+from signclip.data.arrays import load_arrays
+from signclip.training.batches import epoch_batches, rank_batches
+
+pytestmark = pytest.mark.slow  # spawns gloo processes and torchrun
 
 # fp32 on CPU; only the order of floating-point sums differs between 1 and 2 processes
 LOSS_RTOL = 1e-5
@@ -40,9 +42,10 @@ def _rank_step(rank: int, world: int, port: int, model_dir: str, data_path: str,
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from signclip.distributed import cleanup, gather_with_grad, init_distributed
     from signclip.models.signclip import SignCLIP
-    from signclip.train import Objective, wrap_ddp
+    from signclip.training.distributed import cleanup, gather_with_grad, init_distributed
+    from signclip.training.loop import wrap_ddp
+    from signclip.training.objectives import Objective
 
     env = init_distributed("cpu")
     model = SignCLIP.load(model_dir)  # eval mode: no dropout, so both runs compute the same function
@@ -60,14 +63,13 @@ def _rank_step(rank: int, world: int, port: int, model_dir: str, data_path: str,
 @pytest.fixture(scope="module")
 def global_batch(lexicon, tiny_model, tmp_path_factory):
     """A saved tiny model (training statistics set) and a global batch of 12 lexicon poses."""
-    from signclip.train import feature_statistics, make_prompts_for, set_languages
+    from signclip.data.arrays import table_prompts
 
     tmp = tmp_path_factory.mktemp("dist")
     rows = lexicon.sample(12, random_state=3).reset_index(drop=True)
     arrays, kept, _ = load_arrays(rows, tiny_model.cfg.pose, progress=False)
-    set_languages(tiny_model, lexicon)
-    tiny_model.set_pose_statistics(*feature_statistics(tiny_model, arrays))
-    prompts = make_prompts_for(tiny_model, kept)
+    tiny_model.fit_preprocessing(arrays, lexicon["spoken_language"], lexicon["signed_language"])
+    prompts = table_prompts(tiny_model, kept)
     index = {p: i for i, p in enumerate(sorted(set(prompts)))}
     data = {"arrays": arrays, "prompts": prompts, "ids": [index[p] for p in prompts]}
     torch.save(data, tmp / "data.pt")
@@ -77,7 +79,7 @@ def global_batch(lexicon, tiny_model, tmp_path_factory):
 
 def test_two_gloo_processes_match_single_process(global_batch):
     from signclip.models.signclip import SignCLIP
-    from signclip.objectives import compute_loss
+    from signclip.training.objectives import Objective
 
     tmp, data = global_batch
     mp.spawn(_rank_step, args=(2, _free_port(), str(tmp / "model"), str(tmp / "data.pt"), str(tmp / "ddp.pt")),
@@ -85,7 +87,7 @@ def test_two_gloo_processes_match_single_process(global_batch):
     ddp = torch.load(tmp / "ddp.pt", weights_only=False)
 
     model = SignCLIP.load(tmp / "model")
-    loss, _ = compute_loss(model, *_batch(data, list(range(len(data["arrays"]))), model), TrainConfig())
+    loss, _ = Objective(model, TrainConfig())(*_batch(data, list(range(len(data["arrays"]))), model))
     loss.backward()
     single = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 

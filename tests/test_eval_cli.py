@@ -9,7 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from signclip.cli import app
-from signclip.data.datasets import load_dataset, split_dataset
+from signclip.data.manifests import load_dataset
+from signclip.data.splits import split_dataset
 
 runner = CliRunner()
 
@@ -44,7 +45,7 @@ def test_eval_report_from_trained_model(trained_model_dir, tmp_path):
 
 
 def test_signer_independent_split_and_eval(trained_model_dir, tmp_path, lexicon_paths):
-    from test_adapters import write_kaggle
+    from test_formats import write_kaggle
 
     n = 8
     root = write_kaggle(tmp_path / "kaggle", lexicon_paths[:n], ["A", "B"] * (n // 2), [1, 1, 2, 2, 3, 3, 4, 4])

@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from signclip.cli import app
-from signclip.index import SearchIndex, records
+from signclip.serve.index import SearchIndex
+from signclip.serve.schemas import records
+
 from serve_utils import untrained_model_dir
 
 
@@ -66,7 +68,8 @@ def test_cli_build_add_search(tmp_path, model_dir, lexicon):
     r = runner.invoke(app, ["index", "build", model_dir, str(out), "--data", str(tmp_path / "a.csv"),
                             "--texts-from-data"])
     assert r.exit_code == 0, r.output
-    assert SearchIndex.load(out).sizes() == {"pose": 12, "text": rows[["text", "signed_language"]].drop_duplicates().shape[0]}
+    n_texts = rows[["text", "signed_language"]].drop_duplicates().shape[0]
+    assert SearchIndex.load(out).sizes() == {"pose": 12, "text": n_texts}
     r = runner.invoke(app, ["index", "add", str(out), "--data", str(tmp_path / "b.csv"), "--text", "house",
                             "-s", "en", "-l", "ase"])
     assert r.exit_code == 0, r.output
@@ -79,7 +82,8 @@ def test_cli_build_add_search(tmp_path, model_dir, lexicon):
     r = runner.invoke(app, ["search", str(out), "--pose", more["path"].iloc[0], "-k", "2"])
     assert r.exit_code == 0, r.output
     assert "score" in r.output and "prompt" in r.output  # pose -> texts table
-    r = runner.invoke(app, ["search", str(out), "--pose", more["path"].iloc[0], "--target", "pose", "--json", "-k", "1"])
+    r = runner.invoke(app, ["search", str(out), "--pose", more["path"].iloc[0], "--target", "pose", "--json",
+                            "-k", "1"])
     assert json.loads(r.output)[0]["path"] == more["path"].iloc[0]
     r = runner.invoke(app, ["index", "build", model_dir, str(out), "--data", str(tmp_path / "a.csv")])
     assert r.exit_code != 0  # refuses to overwrite

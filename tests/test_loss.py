@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from signclip.batching import pad_poses
 from signclip.config import TrainConfig
-from signclip.data.collate import pad_poses
-from signclip.loss import clip_loss, positives_mask
 from signclip.pose.preprocess import preprocess
-from signclip.train import feature_statistics, make_optimizer
+from signclip.training.loss import clip_loss, positives_mask
+from signclip.training.optim import make_optimizer
 
 
 def naive_loss(p, t, scale, ids=None):
@@ -75,7 +75,7 @@ def test_loss_decreases_on_a_tiny_batch(tiny_model, lexicon):
     model.text.backbone.requires_grad_(False)
     rows = lexicon.iloc[:8]
     arrays = [preprocess(p, model.cfg.pose) for p in rows["path"]]
-    model.set_pose_statistics(*feature_statistics(model, arrays))
+    model.fit_preprocessing(arrays)
     x, mask = pad_poses(arrays)
     tok = model.tokenize(model.prompts(rows["text"].tolist(), "en", rows["signed_language"].tolist()))
     opt = make_optimizer(model, TrainConfig(lr=1e-3, text_lr=1e-4))

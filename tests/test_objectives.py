@@ -1,17 +1,17 @@
-"""Training objectives (issue 6): contrastive, masked pose modelling, fine-grained sign-text similarity."""
+"""Training objectives: contrastive, masked pose modelling, fine-grained sign-text similarity."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from signclip.batching import pad_poses
 from signclip.config import TrainConfig
-from signclip.data.collate import pad_poses
-from signclip.eval.retrieval import (combined_similarity, fine_grained_similarity, retrieval_metrics,
-                                     similarity_metrics)
-from signclip.loss import clip_loss
-from signclip.objectives import (compute_loss, fine_grained_similarity as fg_tensor, mask_frames, pose_windows,
-                                 reconstruction_loss, text_tokens)
+from signclip.eval.retrieval import combined_similarity, fine_grained_similarity, retrieval_metrics, similarity_metrics
+from signclip.models.fine_grained import fine_grained_similarity as fg_tensor
+from signclip.models.fine_grained import pose_windows, text_tokens
+from signclip.training.loss import clip_loss
+from signclip.training.objectives import Objective, mask_frames, reconstruction_loss
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,15 @@ def batch(model, lexicon):
 def _train_steps(model, batch, cfg: TrainConfig, steps: int = 8) -> list[dict[str, float]]:
     """A few Adam steps on one batch with a fixed mask/dropout draw per step; the logged parts."""
     _, x, mask, tok, ids = batch
-    params = [p for p in model.parameters() if p.requires_grad]
+    objective = Objective(model, cfg)
+    params = [p for p in objective.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=1e-3)
     model.train()
     history = []
     for _ in range(steps):
         torch.manual_seed(0)
-        loss, parts = compute_loss(model, x, mask, tok, ids, cfg)
+        loss, parts = objective(x, mask, tok, ids)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -58,7 +59,7 @@ def _train_steps(model, batch, cfg: TrainConfig, steps: int = 8) -> list[dict[st
 def test_default_loss_is_the_contrastive_loss(model, batch):
     _, x, mask, tok, ids = batch
     model.eval()
-    loss, parts = compute_loss(model, x, mask, tok, ids, TrainConfig())
+    loss, parts = Objective(model, TrainConfig())(x, mask, tok, ids)
     pose_emb, text_emb, scale = model(x, mask, tok["input_ids"], tok["attention_mask"])
     assert set(parts) == {"contrastive"}
     assert loss.item() == pytest.approx(clip_loss(pose_emb, text_emb, scale, ids).item(), abs=1e-5)
@@ -80,11 +81,12 @@ def test_mpm_shapes_and_missing_points_excluded(model, batch):
     x[0, :, :30] = float("nan")  # first 10 points of pose 0 missing in every frame
     n_feat = model.pose.feature_mean.numel()
     captured = {}
-    hook = model.mpm_head.register_forward_hook(lambda m, i, out: captured.setdefault("pred", out) .retain_grad())
+    objective = Objective(model, TrainConfig(mpm_weight=1.0))
+    hook = objective.mpm_head.register_forward_hook(lambda m, i, out: captured.setdefault("pred", out) .retain_grad())
     try:
         model.train()
         torch.manual_seed(0)
-        loss, parts = compute_loss(model, x, mask, tok, ids, TrainConfig(mpm_weight=1.0))
+        loss, parts = objective(x, mask, tok, ids)
         loss.backward()
     finally:
         hook.remove()

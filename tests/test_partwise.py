@@ -1,4 +1,4 @@
-"""Encoder variants (issue 6): part-wise pose tower (+ hand-skeleton GCN), model configs, save/load,
+"""Encoder variants: part-wise pose tower (+ hand-skeleton GCN), model configs, save/load,
 and the text-side options (frozen backbone, local-directory text model, prompt template)."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import signclip
+from signclip.batching import pad_poses
 from signclip.config import TrainConfig, get_model_config, list_model_configs
-from signclip.data.collate import pad_poses
 from signclip.models.graph import two_hands_adjacency
 from signclip.models.partwise import PartwisePoseEncoder
-from signclip.objectives import compute_loss
+from signclip.training.objectives import Objective
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,14 @@ def test_partwise_loss_decreases(gcn_model, poses):
     tok = gcn_model.tokenize(gcn_model.prompts(rows["text"].tolist(), rows["spoken_language"].tolist(),
                                                rows["signed_language"].tolist()))
     model = signclip.create_model("tiny-partwise", pose_layers=1, graph_conv=True, freeze_text=True)
-    params = [p for p in model.parameters() if p.requires_grad]
+    objective = Objective(model, TrainConfig(mpm_weight=1.0))
+    params = [p for p in objective.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3)
     backbone = {k: v.clone() for k, v in model.text.backbone.state_dict().items()}
     losses = []
     for _ in range(8):
         torch.manual_seed(0)
-        loss, _ = compute_loss(model, x, mask, tok, torch.arange(len(arrays)), TrainConfig(mpm_weight=1.0))
+        loss, _ = objective(x, mask, tok, torch.arange(len(arrays)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -109,14 +110,15 @@ def test_partwise_loss_decreases(gcn_model, poses):
 def test_partwise_save_load_round_trip(gcn_model, poses, tmp_path):
     _, arrays = poses
     n = gcn_model.pose.feature_mean.numel()
-    gcn_model.set_pose_statistics(np.full(n, 0.1, np.float32), np.full(n, 2.0, np.float32))
+    gcn_model.fit_preprocessing(statistics=(np.full(n, 0.1, np.float32), np.full(n, 2.0, np.float32)))
     gcn_model.save(tmp_path / "m")
     loaded = signclip.load(tmp_path / "m")
     assert loaded.cfg.pose_encoder == "partwise" and loaded.cfg.graph_conv and loaded.cfg.freeze_text
     np.testing.assert_allclose(loaded.encode_pose(arrays), gcn_model.encode_pose(arrays), atol=1e-5)
     # weights that do not match the config are an error naming the missing ones
     weights = load_file(str(tmp_path / "m" / "model.safetensors"))
-    save_file({k: v for k, v in weights.items() if not k.startswith("pose.fuse.")}, str(tmp_path / "m" / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("pose.fuse.")},
+              str(tmp_path / "m" / "model.safetensors"))
     with pytest.raises(RuntimeError, match="pose.fuse"):
         signclip.load(tmp_path / "m")
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from signclip.eval.retrieval import (chance_metrics, pose_to_text, ranks_of, retrieval_metrics, text_to_pose,
-                                     unique_texts)
+from signclip.eval.retrieval import (
+    chance_metrics,
+    pose_to_text,
+    ranks_of,
+    retrieval_metrics,
+    text_to_pose,
+    unique_texts,
+)
 
 
 def naive_pose_to_text(sim, texts, ks):

@@ -1,4 +1,4 @@
-"""Shards (issue 5): pack -> stream round trip, feature statistics, disjoint per-rank/worker partitions,
+"""Shards: pack -> stream round trip, feature statistics, disjoint per-rank/worker partitions,
 exact resume of the stream, streamed training and embedding in input order."""
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import pytest
 from torch.utils.data import DataLoader
 
 from signclip.config import AugmentConfig, TrainConfig
-from signclip.data.datasets import load_arrays, split_dataset
-from signclip.data.shards import (PromptMaker, RunningStats, ShardSource, ShardSplit, ShardStream, embed_shards,
-                                  fit_shards, is_shard_dir, pack_shards)
-from signclip.distributed import DistEnv
-from signclip.train import feature_statistics
+from signclip.data.arrays import load_arrays
+from signclip.data.shards import ShardSplit, is_shard_dir, pack_shards
+from signclip.data.splits import split_dataset
+from signclip.export.embeddings import embed_shards
+from signclip.models.statistics import FeatureStatistics
+from signclip.training import fit_shards
+from signclip.training.distributed import DistEnv
+from signclip.training.streaming import PromptMaker, ShardSource, ShardStream
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def test_pack_then_stream_gives_the_same_arrays(packed, table, tiny_model):
 def test_statistics_match_in_memory_training(packed, table, tiny_model):
     root, _ = packed
     arrays, kept, _ = load_arrays(table[table["split"] == "train"], tiny_model.cfg.pose, progress=False)
-    mean, std = feature_statistics(tiny_model, arrays)
+    mean, std = tiny_model.feature_statistics().add_poses(arrays).result()
     smean, sstd = ShardSplit(root).statistics()
     np.testing.assert_allclose(smean, mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(sstd, std, rtol=1e-4, atol=1e-5)
@@ -60,7 +63,7 @@ def test_running_stats_merge_blocks():
     x = rng.normal(3, 2, (500, 4))
     x[rng.random(x.shape) < 0.2] = np.nan
     x[:, 3] = np.nan  # never seen -> mean 0, std 1
-    s = RunningStats(4)
+    s = FeatureStatistics(featurize=lambda t: t)  # the raw values are the features
     for block in np.array_split(x, 7):
         s.update(block)
     mean, std = s.result()

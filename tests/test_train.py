@@ -10,8 +10,10 @@ import torch
 
 import signclip
 from signclip.config import TrainConfig
-from signclip.data.datasets import split_dataset
-from signclip.train import epoch_batches, fit, lr_lambda, prepare_splits, train
+from signclip.data.splits import split_dataset
+from signclip.training import fit, prepare_splits, train
+from signclip.training.batches import epoch_batches
+from signclip.training.optim import lr_lambda
 
 
 def test_run_directory(trained_model_dir):

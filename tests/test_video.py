@@ -1,4 +1,4 @@
-"""Video input (issue 7): real video -> MediaPipe Holistic poses, `signclip pose`, on-the-fly embedding.
+"""Video input: real video -> MediaPipe Holistic poses, `signclip pose`, on-the-fly embedding.
 
 Tests that run MediaPipe are skipped with a reason when the ``signclip[video]`` extra is not installed.
 """
@@ -13,7 +13,9 @@ import pytest
 
 from signclip.errors import PoseInputError
 from signclip.pose.io import read_pose
-from signclip.video import INSTALL_COMMAND, VideoExtraMissingError, is_video_bytes, video_to_pose
+from signclip.pose.video import INSTALL_COMMAND, VideoExtraMissingError, is_video_bytes, video_to_pose
+
+pytestmark = pytest.mark.slow  # MediaPipe on a real video
 
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "test_video.mp4"
 SKIP_REASON = f"needs the video extra (mediapipe): {INSTALL_COMMAND}"
@@ -197,7 +199,7 @@ def test_video_embedding_equals_its_pose_embedding(holistic, video_pose, tiny_mo
     from typer.testing import CliRunner
 
     from signclip.cli import app
-    from signclip.video import write_pose
+    from signclip.pose.video import write_pose
 
     pose_file = tmp_path / "test_video.pose"
     write_pose(video_pose, pose_file)

@@ -10,6 +10,8 @@ import pytest
 
 from serve_utils import live_server, untrained_model_dir
 
+pytestmark = pytest.mark.slow  # a real headless Chromium
+
 CHROMIUM = os.environ.get("SIGNCLIP_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -75,7 +75,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping for :func:`signclip.train.train`."""
+    """Optimisation and bookkeeping for :func:`signclip.training.train`."""
 
     epochs: int = 25
     batch_size: int = 64
@@ -93,7 +93,7 @@ class TrainConfig:
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
     ema_decay: float = 0.0  # > 0: validate, keep and save an exponential moving average of the weights
-    # extra objectives (signclip.objectives); weight 0 = off
+    # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose
     fine_grained_weight: float = 0.0  # + weight * contrastive loss on the fine-grained (window x token) similarity
@@ -106,7 +106,7 @@ class TrainConfig:
     text_grouped_batches: float = 0.0
     language_grouped_batches: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # scale-out (issue 5): batch_size is per process; under torchrun the global batch is batch_size x world
+    # scale-out: batch_size is per process; under torchrun the global batch is batch_size x world
     precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)
     gradient_checkpointing: bool = False  # recompute pose transformer layers in backward (less memory)
     find_unused_parameters: bool = True  # DDP: the text backbone's pooler gets no gradient

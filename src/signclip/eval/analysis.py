@@ -1,4 +1,5 @@
-"""Latent-space analysis: cross-lingual iconicity ranking and plots (t-SNE / UMAP, heat-maps, confusion).
+"""Latent-space analysis and figures: cross-lingual iconicity ranking, t-SNE / UMAP, heat-maps, confusion
+matrices, and the training curve.
 
 Iconicity (paper §6.3): for every concept signed in several sign languages, the *spread* of its pose
 embeddings across those languages is the sum over embedding dimensions of their standard deviation;
@@ -149,3 +150,26 @@ def similarity_matrix(pose_emb: np.ndarray, pose_labels: Sequence[str], text_emb
     lab = np.array(labels)
     sim = pose_emb @ text_emb.T  # (N, M)
     return np.stack([sim[lab == u].mean(0) for u in uniq]), uniq
+
+
+def plot_training_curves(log_csv: str | Path, out_png: str | Path, metric: str = "val/pose_to_text/R@1") -> Path:
+    """Training loss per step and the validation metric, on two axes."""
+    log = pd.read_csv(log_csv)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(log["step"], log["loss"], color="tab:blue", alpha=0.25, linewidth=0.8)
+    window = max(1, len(log) // 50)
+    ax.plot(log["step"], log["loss"].rolling(window, min_periods=1).mean(), color="tab:blue",
+            label=f"training loss (mean of {window} steps)")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("contrastive loss", color="tab:blue")
+    if metric in log.columns:
+        val = log.dropna(subset=[metric])
+        ax2 = ax.twinx()
+        ax2.plot(val["step"], val[metric], "o-", color="tab:orange", label=metric)
+        ax2.set_ylabel(metric, color="tab:orange")
+        ax2.set_ylim(0, 1)
+    ax.set_title("Training curve")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return Path(out_png)

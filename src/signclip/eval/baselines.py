@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from signclip.eval.retrieval import pose_to_text, text_to_pose, unique_texts
+from signclip.eval.retrieval import similarity_metrics, unique_texts
 
 
 def keypoint_features(arrays: list[np.ndarray]) -> np.ndarray:
@@ -56,5 +56,4 @@ def keypoint_baseline_metrics(train_arrays: list[np.ndarray], train_df: pd.DataF
     candidates = test_df.iloc[first].reset_index(drop=True)
     sim = keypoint_retrieval_scores(keypoint_features(train_arrays), train_df, keypoint_features(test_arrays),
                                     candidates)
-    return {**{f"pose_to_text/{k}": v for k, v in pose_to_text(sim, index).items()},
-            **{f"text_to_pose/{k}": v for k, v in text_to_pose(sim, index).items()}}
+    return similarity_metrics(sim, index)

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from signclip.data.manifests import optional_column
 from signclip.models.signclip import SignCLIP
 
 
@@ -38,32 +40,24 @@ class RankingResult:
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """scores (N, C), labels (N,) class indices (-1 = not a candidate, never correct) -> {"acc@k": ...}.
-    Ties are broken by candidate order (a stable sort)."""
+
+    Ties are broken by candidate order (a stable sort), as in every signclip ranking. Not scikit-learn's
+    ``top_k_accuracy_score``: it breaks ties towards the later class and rejects 2-D scores of 2 classes."""
     order = np.argsort(-scores, axis=1, kind="stable")  # (N, C) best first
     hit = order == labels[:, None]  # (N, C)
     return {f"acc@{k}": float(hit[:, :k].any(1).mean()) if len(labels) else 0.0 for k in ks}
 
 
-def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, C) int counts; row = true class, column = predicted class; true labels < 0 are skipped."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    keep = true >= 0
-    np.add.at(cm, (true[keep], pred[keep]), 1)
-    return cm
-
-
-def _ranking_result(scores: np.ndarray, labels: np.ndarray, classes: list[str], ks: Sequence[int],
+def ranking_result(scores: np.ndarray, labels: np.ndarray, classes: list[str], ks: Sequence[int],
                     prefix: str = "") -> RankingResult:
     pred = scores.argmax(1) if len(scores) else np.zeros(0, dtype=int)
     metrics = {f"{prefix}{k}": v for k, v in topk_accuracy(scores, labels, ks).items()}
     if prefix:  # "top-acc@1" -> "top-1"
         metrics = {f"{prefix}{k}": metrics[f"{prefix}acc@{k}"] for k in ks}
-    return RankingResult(metrics, classes, confusion_matrix(labels, pred, len(classes)),
-                         [classes[i] for i in pred])
-
-
-def _languages(df: pd.DataFrame, col: str) -> list[str | None]:
-    return [None if pd.isna(v) else str(v) for v in df[col]]
+    known = labels >= 0  # rows whose true class is not a candidate have no row in the matrix
+    confusion = (confusion_matrix(labels[known], pred[known], labels=range(len(classes))) if known.any()
+                 else np.zeros((len(classes), len(classes)), dtype=np.int64))
+    return RankingResult(metrics, classes, confusion, [classes[i] for i in pred])
 
 
 def zero_shot_scores(model: SignCLIP, pose_emb: np.ndarray, classes: Sequence[str],
@@ -86,9 +80,9 @@ def zero_shot_recognition(model: SignCLIP, pose_emb: np.ndarray, df: pd.DataFram
     classes = sorted(df["text"].astype(str).unique()) if classes is None else [str(c) for c in classes]
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index.get(t, -1) for t in df["text"].astype(str)])
-    scores = zero_shot_scores(model, pose_emb, classes, _languages(df, "spoken_language"),
-                              _languages(df, "signed_language"))
-    return _ranking_result(scores, labels, classes, ks, prefix="")
+    scores = zero_shot_scores(model, pose_emb, classes, optional_column(df, "spoken_language"),
+                              optional_column(df, "signed_language"))
+    return ranking_result(scores, labels, classes, ks, prefix="")
 
 
 def spoken_for_signed(df: pd.DataFrame) -> dict[str, str | None]:
@@ -115,7 +109,7 @@ def language_identification(model: SignCLIP, pose_emb: np.ndarray, true_signed: 
     text_emb = model.encode_text([""] * len(languages), sp, languages, progress=False)  # (L, E)
     index = {g: i for i, g in enumerate(languages)}
     labels = np.array([index.get(str(g), -1) for g in true_signed])
-    return _ranking_result(pose_emb @ text_emb.T, labels, languages, ks, prefix="top-")
+    return ranking_result(pose_emb @ text_emb.T, labels, languages, ks, prefix="top-")
 
 
 def _encode_labels(train_y: Sequence, test_y: Sequence) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+
+from signclip.batching import pad_poses
+from signclip.data.arrays import SplitData
+from signclip.models.fine_grained import fine_grained_similarity as fg
+from signclip.models.fine_grained import pose_windows, text_tokens
+from signclip.models.signclip import SignCLIP, evaluating
 
 KS = (1, 5, 10)
 
@@ -50,11 +57,23 @@ def text_to_pose(sim: np.ndarray, text_index: np.ndarray, ks: Sequence[int] = KS
     return out
 
 
-def retrieval_metrics(pose_emb: np.ndarray, text_emb: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
-    """Both directions from embeddings: pose_emb (N, E), text_emb (M unique, E), text_index (N,)."""
-    sim = pose_emb @ text_emb.T
+def similarity_metrics(sim: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
+    """Both directions from a (N poses, M unique texts) similarity matrix and each pose's text (N,)."""
     return {**{f"pose_to_text/{k}": v for k, v in pose_to_text(sim, text_index).items()},
             **{f"text_to_pose/{k}": v for k, v in text_to_pose(sim, text_index).items()}}
+
+
+def retrieval_metrics(pose_emb: np.ndarray, text_emb: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
+    """Both directions from embeddings: pose_emb (N, E), text_emb (M unique, E), text_index (N,)."""
+    return similarity_metrics(pose_emb @ text_emb.T, text_index)
+
+
+def evaluate_split(model: SignCLIP, data: SplitData, batch_size: int = 64) -> dict[str, float]:
+    """Retrieval metrics on one preprocessed split with its prompts (unique prompts as text candidates)."""
+    texts, index = unique_texts(data.prompts)
+    pose_emb = model.encode_arrays(data.arrays, batch_size, progress=False)
+    text_emb = model.encode_text(texts, batch_size=batch_size, progress=False)
+    return retrieval_metrics(pose_emb, text_emb, index)
 
 
 def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
@@ -69,29 +88,16 @@ def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, 
     return out
 
 
-# ---- fine-grained (window x token) similarity, next to the global one (issue 6) ------------------
-def similarity_metrics(sim: np.ndarray, text_index: np.ndarray) -> dict[str, float]:
-    """Both directions from a precomputed (N poses, M unique texts) similarity matrix."""
-    return {**{f"pose_to_text/{k}": v for k, v in pose_to_text(sim, text_index).items()},
-            **{f"text_to_pose/{k}": v for k, v in text_to_pose(sim, text_index).items()}}
-
-
-def fine_grained_similarity(model, poses: Sequence, texts: Sequence[str], window: int = 4,
+# ---- fine-grained (window x token) similarity, next to the global one -------------------------------
+def fine_grained_similarity(model: SignCLIP, poses: Sequence, texts: Sequence[str], window: int = 4,
                             batch_size: int = 32) -> np.ndarray:
     """(N poses, M texts) fine-grained similarity (local windows of ``window`` frames against text
-    tokens, :func:`signclip.objectives.fine_grained_similarity`); ``texts`` are full prompts.
+    tokens, :func:`signclip.models.fine_grained.fine_grained_similarity`); ``texts`` are full prompts.
 
     ``poses`` are anything :meth:`SignCLIP.encode_pose` takes. Padding never changes a score."""
-    import torch
-
-    from signclip.data.collate import pad_poses
-    from signclip.objectives import fine_grained_similarity as fg, pose_windows, text_tokens
-
-    was_training = model.training
-    model.eval()
     arrays = [model.preprocess_pose(p) for p in poses]
     sim = np.zeros((len(arrays), len(texts)), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         toks, masks = [], []
         for s in range(0, len(texts), batch_size):
             tok = model.tokenize(list(texts[s: s + batch_size]))
@@ -104,7 +110,6 @@ def fine_grained_similarity(model, poses: Sequence, texts: Sequence[str], window
             win, win_mask = pose_windows(model, model.pose.frame_features(x, mask), mask, window)  # (b, K, E)
             for j, (t, tm) in enumerate(zip(toks, masks)):
                 sim[s: s + len(x), j * batch_size: j * batch_size + len(t)] = fg(win, win_mask, t, tm).cpu().numpy()
-    model.train(was_training)
     return sim
 
 

@@ -10,8 +10,8 @@ for few-shot and linear probes) once, then computes
   several sign languages, the sign language) — model embeddings, raw-keypoint features, chance;
 * iconicity ranking, t-SNE (and UMAP) plots, a similarity heat-map, confusion matrices, training curve.
 
-Figures are written as PNG files into ``out_dir``; :mod:`signclip.eval.html_report` turns the result
-into one self-contained HTML file plus ``metrics.json``.
+Figures are written as PNG files into ``out_dir``; :mod:`signclip.eval.report` turns the result into
+``report.md``, a self-contained ``report.html`` and ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signclip.data.datasets import load_arrays
+from signclip.data.arrays import load_arrays, table_prompts
+from signclip.data.manifests import optional
 from signclip.eval import analysis, recognition
 from signclip.eval.baselines import keypoint_baseline_metrics, keypoint_features
 from signclip.eval.retrieval import chance_metrics, retrieval_metrics, unique_texts
 from signclip.models.signclip import SignCLIP
-from signclip.train import make_prompts_for
 
 MODEL, KEYPOINTS, CHANCE = "signclip", "raw-keypoint baseline", "chance"
 
@@ -41,6 +41,23 @@ class EvalResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Embedded:
+    """The usable poses of some rows: the rows kept, their preprocessed arrays and (N, E) embeddings."""
+
+    df: pd.DataFrame
+    arrays: list[np.ndarray]
+    emb: np.ndarray
+
+
+def embed_rows(model: SignCLIP, df: pd.DataFrame, progress: bool) -> Embedded | None:
+    """Preprocess and embed the rows of ``df`` (None when no pose is usable)."""
+    arrays, kept, _ = load_arrays(df, model.cfg.pose, progress=progress)
+    if not arrays:
+        return None
+    return Embedded(kept, arrays, model.encode_arrays(arrays, 64, progress=progress))
 
 
 def _support_and_eval(df: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
@@ -57,177 +74,175 @@ def _support_and_eval(df: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.Da
         "train split" if sup is not None else "none")
 
 
-def _label_columns(ev: pd.DataFrame, sup: pd.DataFrame | None) -> list[str]:
-    cols = ["text"]
-    if ev["signed_language"].notna().any() and ev["signed_language"].nunique() > 1:
-        cols.append("signed_language")
-    return cols
+def _several_languages(df: pd.DataFrame) -> bool:
+    return bool(df["signed_language"].notna().any() and df["signed_language"].nunique() > 1)
 
 
 def _colour_labels(ev: pd.DataFrame, max_classes: int = 20) -> tuple[str, list[str]]:
     """Colour plots by sign language when there are several, else by the (most frequent) classes."""
-    if ev["signed_language"].notna().any() and ev["signed_language"].nunique() > 1:
+    if _several_languages(ev):
         return "signed_language", ev["signed_language"].astype(str).tolist()
     top = set(ev["text"].value_counts().index[:max_classes])
     return "text", [t if t in top else "other" for t in ev["text"].astype(str)]
 
 
-def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: str = "test", shots: int = 10,
-              draws: int = 5, seed: int = 0, log_csv: str | Path | None = None, progress: bool = False,
-              plots: bool = True, title: str = "signclip evaluation",
-              ) -> EvalResult:
-    """Evaluate ``model`` on ``data[data.split == split]`` (``split="all"``: every row); write figures to
-    ``out_dir``. ``data`` is a dataset table (e.g. RUN/splits.csv); rows of the ``train`` split are the
-    support set of the few-shot kNN, the linear probe and the raw-keypoint baseline."""
-    start = time.time()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    res = EvalResult()
-    stages: dict[str, float] = {}
-    tick = time.time()
+class Suite:
+    """One evaluation: the steps of :func:`run_suite`, each adding to ``self.result``."""
 
-    def lap(name: str) -> None:
-        nonlocal tick
-        stages[name] = time.time() - tick
-        tick = time.time()
+    def __init__(self, model: SignCLIP, out: Path, shots: int, draws: int, seed: int):
+        self.model, self.out, self.shots, self.draws, self.seed = model, out, shots, draws, seed
+        self.result = EvalResult()
+        self.zero_shot: recognition.RankingResult | None = None
+        self.language_id: recognition.RankingResult | None = None
 
-    ev_df, sup_df, split_desc = _support_and_eval(data, split)
-    ev_arrays, ev_df, _ = load_arrays(ev_df, model.cfg.pose, progress=progress)
-    if not ev_arrays:
-        raise ValueError(f"split {split!r}: no usable pose")
-    ev_emb = model._encode_arrays(ev_arrays, 64, True, progress)  # (N, E)
-    sup_arrays, sup_emb = [], None
-    if sup_df is not None:
-        sup_arrays, sup_df, _ = load_arrays(sup_df, model.cfg.pose, progress=progress)
-        sup_emb = model._encode_arrays(sup_arrays, 64, True, progress) if sup_arrays else None  # (S, E)
-        if sup_emb is None:
-            sup_df = None
-    lap("preprocess + embed poses")
-    n_lang = ev_df["signed_language"].nunique()
-    res.facts.update({
-        "evaluated": f"{split_desc}; {len(ev_df)} poses, {ev_df['text'].nunique()} classes, "
-                     f"{n_lang} sign language(s)" + (f"; {len(sup_df)} support poses" if sup_df is not None else ""),
-        "model": f"{model.cfg.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-                 f"layout {model.cfg.pose.layout}, {len(model.cfg.signed_languages)} sign languages known",
-    })
+    def retrieval(self, ev: Embedded, sup: Embedded | None) -> None:
+        prompts = table_prompts(self.model, ev.df)
+        texts, index = unique_texts(prompts)
+        self.texts, self.text_emb = texts, self.model.encode_text(texts, progress=False)  # (M, E)
+        sec = {MODEL: retrieval_metrics(ev.emb, self.text_emb, index)}
+        if sup is not None:
+            sec[KEYPOINTS] = keypoint_baseline_metrics(sup.arrays, sup.df, ev.arrays, ev.df, prompts)
+        sec[CHANCE] = chance_metrics(index)
+        self.result.metrics["retrieval"] = sec
 
-    # retrieval ------------------------------------------------------------------------------------
-    prompts = make_prompts_for(model, ev_df)
-    texts, index = unique_texts(prompts)
-    text_emb = model.encode_text(texts, progress=False)  # (M, E)
-    sec = {MODEL: retrieval_metrics(ev_emb, text_emb, index)}
-    if sup_df is not None:
-        sec[KEYPOINTS] = keypoint_baseline_metrics(sup_arrays, sup_df, ev_arrays, ev_df, prompts)
-    sec[CHANCE] = chance_metrics(index)
-    res.metrics["retrieval"] = sec
-    lap("retrieval")
-
-    # zero-shot recognition --------------------------------------------------------------------------
-    zs = recognition.zero_shot_recognition(model, ev_emb, ev_df)
-    c = len(zs.classes)
-    res.metrics["zero_shot_recognition"] = {MODEL: zs.metrics, CHANCE: {"acc@1": min(1, 1 / c), "acc@5": min(1, 5 / c)}}
-
-    # sign-language identification ---------------------------------------------------------------------
-    lid = None
-    known = [g for g in model.cfg.signed_languages]
-    if ev_df["signed_language"].notna().all() and known:
-        spoken = recognition.spoken_for_signed(pd.concat([d for d in (sup_df, ev_df) if d is not None]))
-        lid = recognition.language_identification(model, ev_emb, ev_df["signed_language"].astype(str).tolist(),
-                                                  known, spoken)
+    def recognition(self, ev: Embedded, sup: Embedded | None) -> None:
+        """Zero-shot sign recognition and, when every pose has a known sign language, its identification."""
+        zs = self.zero_shot = recognition.zero_shot_recognition(self.model, ev.emb, ev.df)
+        c = len(zs.classes)
+        self.result.metrics["zero_shot_recognition"] = {
+            MODEL: zs.metrics, CHANCE: {"acc@1": min(1, 1 / c), "acc@5": min(1, 5 / c)}}
+        known = list(self.model.cfg.signed_languages)
+        if not (ev.df["signed_language"].notna().all() and known):
+            return
+        spoken = recognition.spoken_for_signed(pd.concat([e.df for e in (sup, ev) if e is not None]))
+        self.language_id = recognition.language_identification(
+            self.model, ev.emb, ev.df["signed_language"].astype(str).tolist(), known, spoken)
         n = len(known)
-        res.metrics["language_identification"] = {MODEL: lid.metrics,
-                                                  CHANCE: {"top-1": min(1, 1 / n), "top-5": min(1, 5 / n)}}
+        self.result.metrics["language_identification"] = {
+            MODEL: self.language_id.metrics, CHANCE: {"top-1": min(1, 1 / n), "top-5": min(1, 5 / n)}}
 
-    lap("zero-shot + language id")
-
-    # few-shot kNN and linear probe, with the raw-keypoint baseline through the same code --------------
-    if sup_df is not None:
-        ev_kp, sup_kp = keypoint_features(ev_arrays), keypoint_features(sup_arrays)  # (N, F), (S, F)
-        for col in _label_columns(ev_df, sup_df):
-            ytr, yte = sup_df[col].astype(str).to_numpy(), ev_df[col].astype(str).to_numpy()
+    def few_shot(self, ev: Embedded, sup: Embedded) -> None:
+        """Few-shot kNN and linear probe for each label column, the raw keypoints through the same code."""
+        ev_kp, sup_kp = keypoint_features(ev.arrays), keypoint_features(sup.arrays)  # (N, F), (S, F)
+        shots = self.shots
+        for col in ["text"] + (["signed_language"] if _several_languages(ev.df) else []):
+            ytr, yte = sup.df[col].astype(str).to_numpy(), ev.df[col].astype(str).to_numpy()
             chance = 1 / max(1, len(set(ytr) | set(yte)))
-            fs = {name: recognition.few_shot_knn(x_tr, ytr, x_te, yte, shots, draws, seed)
-                  for name, x_tr, x_te in ((MODEL, sup_emb, ev_emb), (KEYPOINTS, sup_kp, ev_kp))}
-            res.metrics[f"few_shot/{col}"] = {**{k: {f"{shots}-shot acc (mean)": v["mean"],
-                                                       f"{shots}-shot acc (std)": v["std"], "kNN k": v["k"]}
-                                                   for k, v in fs.items()},
-                                                CHANCE: {f"{shots}-shot acc (mean)": chance}}
-            res.metrics[f"linear_probe/{col}"] = {
-                MODEL: {"accuracy": recognition.linear_probe(sup_emb, ytr, ev_emb, yte)},
+            fs = {name: recognition.few_shot_knn(x_tr, ytr, x_te, yte, shots, self.draws, self.seed)
+                  for name, x_tr, x_te in ((MODEL, sup.emb, ev.emb), (KEYPOINTS, sup_kp, ev_kp))}
+            self.result.metrics[f"few_shot/{col}"] = {
+                **{k: {f"{shots}-shot acc (mean)": v["mean"], f"{shots}-shot acc (std)": v["std"], "kNN k": v["k"]}
+                   for k, v in fs.items()},
+                CHANCE: {f"{shots}-shot acc (mean)": chance}}
+            self.result.metrics[f"linear_probe/{col}"] = {
+                MODEL: {"accuracy": recognition.linear_probe(sup.emb, ytr, ev.emb, yte)},
                 KEYPOINTS: {"accuracy": recognition.linear_probe(sup_kp, ytr, ev_kp, yte)},
                 CHANCE: {"accuracy": chance}}
             unseen = float(np.mean(~np.isin(yte, ytr)))
             if unseen:
-                res.facts[f"labels '{col}'"] = f"{unseen:.0%} of evaluated poses have a label absent from the support set"
+                self.result.facts[f"labels '{col}'"] = (f"{unseen:.0%} of evaluated poses have a label absent from "
+                                                        "the support set")
 
+    def iconicity(self, ev: Embedded, sup: Embedded | None) -> None:
+        """The cross-lingual iconicity ranking over every embedded pose."""
+        both = [e for e in (ev, sup) if e is not None]
+        df = pd.concat([e.df for e in both], ignore_index=True)
+        if df["signed_language"].nunique() > 1:
+            ranking = analysis.iconicity_ranking(np.concatenate([e.emb for e in both]), df["text"].astype(str),
+                                                 df["signed_language"].astype(str))
+            self.result.tables["iconicity"] = ranking
+            self.result.metrics["iconicity"] = {MODEL: {"concepts ranked": float(len(ranking))}}
+
+    def plots(self, ev: Embedded, log_csv: str | Path | None) -> None:
+        """t-SNE / UMAP, similarity heat-map, confusion matrices, iconicity bars, training curve."""
+        figures, out = self.result.figures, self.out
+        colour_by, labels = _colour_labels(ev.df)
+        # text prompts coloured like their poses: the label of the first pose with that prompt
+        _, index = unique_texts(table_prompts(self.model, ev.df))
+        text_labels = [labels[int(np.flatnonzero(index == j)[0])] for j in range(len(self.texts))]
+        both = np.concatenate([ev.emb, self.text_emb])  # (N + M, E)
+        for method in ["tsne"] + (["umap"] if analysis.umap_available() else []):
+            figures[f"{method}_pose_text"] = analysis.plot_embedding_2d(
+                analysis.project_2d(both, method, self.seed), labels + text_labels, out / f"{method}_pose_text.png",
+                f"{method.upper()} of pose (o) and text (x) embeddings by {colour_by}",
+                markers=["o"] * len(ev.emb) + ["x"] * len(self.text_emb))
+        figures["similarity"] = self.similarity_heatmap(ev, colour_by, labels)
+        zs = self.zero_shot
+        figures["confusion_zero_shot"] = analysis.plot_confusion(
+            zs.confusion, zs.classes, out / "confusion_zero_shot.png", "zero-shot recognition (row-normalised)")
+        if self.language_id is not None:
+            lid = self.language_id
+            used = [i for i in range(len(lid.classes)) if lid.confusion[i].sum() or lid.confusion[:, i].sum()]
+            figures["confusion_language_id"] = analysis.plot_confusion(
+                lid.confusion[np.ix_(used, used)], [lid.classes[i] for i in used], out / "confusion_language_id.png",
+                "sign-language identification (row-normalised)")
+        if len(self.result.tables.get("iconicity", ())):
+            figures["iconicity"] = analysis.plot_iconicity(self.result.tables["iconicity"], out / "iconicity.png")
+        if log_csv is not None and Path(log_csv).exists():
+            figures["training_curve"] = analysis.plot_training_curves(log_csv, out / "training_curve.png")
+
+    def similarity_heatmap(self, ev: Embedded, colour_by: str, labels: list[str]) -> Path:
+        """Mean similarity of each group's poses to each group's prompts (languages or classes)."""
+        if colour_by == "signed_language" and self.language_id is not None:
+            cols = sorted(set(labels))
+            spoken = recognition.spoken_for_signed(ev.df)
+            text_emb = self.model.encode_text([""] * len(cols), [spoken.get(g) for g in cols], cols, progress=False)
+            sim, rows = analysis.similarity_matrix(ev.emb, labels, text_emb)
+            title = "mean similarity: poses by sign language × language prompts"
+        else:
+            cols = sorted(set(labels) - {"other"})
+            first = {c: ev.df.index[ev.df["text"].astype(str) == c][0] for c in cols}
+            text_emb = self.model.encode_text(cols, [optional(ev.df.at[first[c], "spoken_language"]) for c in cols],
+                                              [optional(ev.df.at[first[c], "signed_language"]) for c in cols],
+                                              progress=False)
+            keep = [i for i, v in enumerate(labels) if v != "other"]
+            sim, rows = analysis.similarity_matrix(ev.emb[keep], [labels[i] for i in keep], text_emb)
+            title = "mean similarity: poses by class × class prompts"
+        return analysis.plot_heatmap(sim, rows, cols, self.out / "similarity.png", title, xlabel="prompt",
+                                     ylabel="poses")
+
+
+def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: str = "test", shots: int = 10,
+              draws: int = 5, seed: int = 0, log_csv: str | Path | None = None, progress: bool = False,
+              plots: bool = True, title: str = "signclip evaluation") -> EvalResult:
+    """Evaluate ``model`` on ``data[data.split == split]`` (``split="all"``: every row); write figures to
+    ``out_dir``. ``data`` is a dataset table (e.g. RUN/splits.csv); rows of the ``train`` split are the
+    support set of the few-shot kNN, the linear probe and the raw-keypoint baseline."""
+    start = tick = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = Suite(model, out, shots, draws, seed)
+    stages: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        stages[name], tick = time.time() - tick, time.time()
+
+    ev_df, sup_df, split_desc = _support_and_eval(data, split)
+    ev = embed_rows(model, ev_df, progress)
+    if ev is None:
+        raise ValueError(f"split {split!r}: no usable pose")
+    sup = embed_rows(model, sup_df, progress) if sup_df is not None else None
+    lap("preprocess + embed poses")
+    suite.result.facts.update({
+        "evaluated": f"{split_desc}; {len(ev.df)} poses, {ev.df['text'].nunique()} classes, "
+                     f"{ev.df['signed_language'].nunique()} sign language(s)"
+                     + (f"; {len(sup.df)} support poses" if sup is not None else ""),
+        "model": f"{model.cfg.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+                 f"layout {model.cfg.pose.layout}, {len(model.cfg.signed_languages)} sign languages known",
+    })
+    suite.retrieval(ev, sup)
+    lap("retrieval")
+    suite.recognition(ev, sup)
+    lap("zero-shot + language id")
+    if sup is not None:
+        suite.few_shot(ev, sup)
     lap("few-shot + probe")
-
-    # iconicity over every embedded pose -----------------------------------------------------------------
-    all_df = pd.concat([d for d in (ev_df, sup_df) if d is not None], ignore_index=True)
-    all_emb = np.concatenate([e for e in (ev_emb, sup_emb) if e is not None])
-    if all_df["signed_language"].nunique() > 1:
-        ranking = analysis.iconicity_ranking(all_emb, all_df["text"].astype(str), all_df["signed_language"].astype(str))
-        res.tables["iconicity"] = ranking
-        res.metrics["iconicity"] = {MODEL: {"concepts ranked": float(len(ranking))}}
-
+    suite.iconicity(ev, sup)
     if plots:
-        _plots(model, res, out, ev_df, ev_emb, text_emb, texts, zs, lid, log_csv, seed)
+        suite.plots(ev, log_csv)
     lap("iconicity + plots")
-    res.facts["time"] = (f"{time.time() - start:.0f} s on {torch.get_num_threads()} CPU thread(s) ("
-                         + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) + ")")
-    res.facts["title"] = title
-    return res
-
-
-def _plots(model: SignCLIP, res: EvalResult, out: Path, ev_df: pd.DataFrame, ev_emb: np.ndarray,
-           text_emb: np.ndarray, texts: list[str], zs: recognition.RankingResult,
-           lid: recognition.RankingResult | None, log_csv: str | Path | None, seed: int) -> None:
-    colour_by, labels = _colour_labels(ev_df)
-    # text prompts coloured like their poses: the label of the first pose with that prompt
-    _, index = unique_texts(make_prompts_for(model, ev_df))
-    text_labels = [labels[int(np.flatnonzero(index == j)[0])] for j in range(len(texts))]
-    both = np.concatenate([ev_emb, text_emb])  # (N + M, E)
-    methods = ["tsne"] + (["umap"] if analysis.umap_available() else [])
-    for method in methods:
-        pts = analysis.project_2d(both, method, seed)
-        res.figures[f"{method}_pose_text"] = analysis.plot_embedding_2d(
-            pts, labels + text_labels, out / f"{method}_pose_text.png",
-            f"{method.upper()} of pose (o) and text (x) embeddings by {colour_by}",
-            markers=["o"] * len(ev_emb) + ["x"] * len(text_emb))
-    # similarity heat-map: mean similarity of each group's poses to each group's prompts
-    if colour_by == "signed_language" and lid is not None:
-        langs = sorted(set(labels))
-        spoken = recognition.spoken_for_signed(ev_df)
-        lang_emb = model.encode_text([""] * len(langs), [spoken.get(g) for g in langs], langs, progress=False)
-        sim, rows = analysis.similarity_matrix(ev_emb, labels, lang_emb)
-        cols = langs
-        title = "mean similarity: poses by sign language × language prompts"
-    else:
-        classes = sorted(set(labels) - {"other"})
-        first = {c: ev_df.index[ev_df["text"].astype(str) == c][0] for c in classes}
-        cls_emb = model.encode_text(classes, [_na(ev_df.at[first[c], "spoken_language"]) for c in classes],
-                                    [_na(ev_df.at[first[c], "signed_language"]) for c in classes], progress=False)
-        keep = [i for i, v in enumerate(labels) if v != "other"]
-        sim, rows = analysis.similarity_matrix(ev_emb[keep], [labels[i] for i in keep], cls_emb)
-        cols = classes
-        title = "mean similarity: poses by class × class prompts"
-    res.figures["similarity"] = analysis.plot_heatmap(sim, rows, cols, out / "similarity.png", title,
-                                                      xlabel="prompt", ylabel="poses")
-    res.figures["confusion_zero_shot"] = analysis.plot_confusion(
-        zs.confusion, zs.classes, out / "confusion_zero_shot.png", "zero-shot recognition (row-normalised)")
-    if lid is not None:
-        used = [i for i, g in enumerate(lid.classes) if lid.confusion[i].sum() or lid.confusion[:, i].sum()]
-        res.figures["confusion_language_id"] = analysis.plot_confusion(
-            lid.confusion[np.ix_(used, used)], [lid.classes[i] for i in used], out / "confusion_language_id.png",
-            "sign-language identification (row-normalised)")
-    if "iconicity" in res.tables and len(res.tables["iconicity"]):
-        res.figures["iconicity"] = analysis.plot_iconicity(res.tables["iconicity"], out / "iconicity.png")
-    if log_csv is not None and Path(log_csv).exists():
-        from signclip.report import plot_training_curves
-
-        res.figures["training_curve"] = plot_training_curves(log_csv, out / "training_curve.png")
-
-
-def _na(v) -> str | None:
-    return None if pd.isna(v) else str(v)
-
+    suite.result.facts["time"] = (f"{time.time() - start:.0f} s on {torch.get_num_threads()} CPU thread(s) ("
+                                  + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) + ")")
+    suite.result.facts["title"] = title
+    return suite.result

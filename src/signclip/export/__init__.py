@@ -1,2 +1,3 @@
-"""Model export: ONNX encoders (:func:`signclip.export.onnx.export_onnx`, needs torch) and the
-torch-free runtime that runs them (:class:`signclip.export.runtime.OnnxSignCLIP`)."""
+"""Model export: ONNX encoders (:func:`signclip.export.onnx.export_onnx`, needs torch), the torch-free
+runtime that runs them (:class:`signclip.export.runtime.OnnxSignCLIP`), and embeddings written to
+.npy / .parquet files (:mod:`signclip.export.embeddings`)."""

@@ -21,11 +21,11 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from signclip.batching import encode_by_length, pad_arrays
 from signclip.config import ModelConfig
-from signclip.data.collate import pad_arrays
 from signclip.errors import TextInputError
-from signclip.pose.io import PoseSource, describe
-from signclip.pose.preprocess import preprocess, resample_frames
+from signclip.pose.io import PoseSource
+from signclip.pose.preprocess import prepare_pose
 from signclip.text.prompts import make_prompts
 
 __all__ = ["OnnxSignCLIP"]
@@ -55,11 +55,7 @@ class OnnxSignCLIP:
     # ---- poses ----------------------------------------------------------------------------------
     def preprocess_pose(self, source: PoseSource | np.ndarray, name: str | None = None) -> np.ndarray:
         """Any pose input -> (T, P, D) float32 (NaN = missing), as ``SignCLIP.preprocess_pose``."""
-        if isinstance(source, np.ndarray):
-            x = source.astype(np.float32)
-            max_frames = self.cfg.pose.max_frames
-            return resample_frames(x, max_frames) if x.shape[0] > max_frames else x
-        return preprocess(source, self.cfg.pose, name or describe(source))
+        return prepare_pose(source, self.cfg.pose, name)
 
     def encode_pose(self, poses: PoseSource | Sequence[PoseSource], batch_size: int = 32) -> np.ndarray:
         """Poses -> (N, E) (or (E,) for one pose); sorted by length and padded like the torch model."""
@@ -69,14 +65,12 @@ class OnnxSignCLIP:
         return out[0] if single else out
 
     def encode_arrays(self, arrays: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Preprocessed (T_i, P, D) arrays -> (N, E)."""
-        order = np.argsort([-a.shape[0] for a in arrays], kind="stable")
-        out = np.zeros((len(arrays), self.embed_dim), dtype=np.float32)
-        for s in range(0, len(arrays), batch_size):
-            idx = order[s: s + batch_size]
+        """Preprocessed (T_i, P, D) arrays -> (N, E), batched by length."""
+        def encode(idx: np.ndarray) -> np.ndarray:
             x, mask = pad_arrays([arrays[i] for i in idx])  # (B, T, F), (B, T)
-            out[idx] = self.pose_session.run(None, {"keypoints": x, "mask": mask})[0]
-        return out
+            return self.pose_session.run(None, {"keypoints": x, "mask": mask})[0]
+
+        return encode_by_length([a.shape[0] for a in arrays], batch_size, encode, self.embed_dim, progress=False)
 
     # ---- texts ----------------------------------------------------------------------------------
     def prompts(self, texts: Sequence[str], spoken_language=None, signed_language=None) -> list[str]:
@@ -91,12 +85,12 @@ class OnnxSignCLIP:
         prompts = self.prompts([texts] if single else list(texts), spoken_language, signed_language)
         if not prompts:
             raise TextInputError("texts: empty list")
-        order = np.argsort([-len(p) for p in prompts], kind="stable")
-        out = np.zeros((len(prompts), self.embed_dim), dtype=np.float32)
-        for s in range(0, len(prompts), batch_size):
-            idx = order[s: s + batch_size]
+
+        def encode(idx: np.ndarray) -> np.ndarray:
             enc = self.tokenizer.encode_batch([prompts[i] for i in idx])
             ids = np.array([e.ids for e in enc], dtype=np.int64)  # (B, L)
             att = np.array([e.attention_mask for e in enc], dtype=np.int64)  # (B, L)
-            out[idx] = self.text_session.run(None, {"input_ids": ids, "attention_mask": att})[0]
+            return self.text_session.run(None, {"input_ids": ids, "attention_mask": att})[0]
+
+        out = encode_by_length([len(p) for p in prompts], batch_size, encode, self.embed_dim, progress=False)
         return out[0] if single else out

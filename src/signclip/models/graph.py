@@ -1,15 +1,11 @@
 """Graph convolution over the hand skeleton, applied to each frame independently (a spatial GCN
-without temporal edges, as the pose embedding of seed 004)."""
+without temporal edges, as the pose embedding of Zhou et al.'s multimodal sign-language pre-training)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-# MediaPipe hand connections between the 21 points (wrist = 0), in HAND_POINTS order
-HAND_EDGES: list[tuple[int, int]] = [
-    (0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11), (11, 12),
-    (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (0, 17), (17, 18), (18, 19), (19, 20),
-]
+from signclip.pose.layout import HAND_EDGES
 
 
 def normalized_adjacency(n: int, edges: list[tuple[int, int]]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Part-wise pose tower (seed 004): a manual stream (both hands) and a non-manual stream (body + face),
-each a per-frame embedding -> its own transformer, fused per frame by concatenation + projection.
+"""Part-wise pose tower (after Zhou et al.'s multimodal sign-language pre-training): a manual stream (both
+hands) and a non-manual stream (body + face), each a per-frame embedding -> its own transformer, fused per
+frame by concatenation + projection.
 
 It shares featurisation, standardisation, pooling and projection with :class:`PoseEncoder`, so the
 same training statistics, objectives and export paths apply; only ``frame_features`` differs.

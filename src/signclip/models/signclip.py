@@ -10,24 +10,26 @@ A saved model is a directory::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
+from signclip.batching import encode_by_length, pad_poses
 from signclip.config import ModelConfig, get_model_config
-from signclip.data.collate import pad_poses
-from signclip.errors import PoseInputError, TextInputError
+from signclip.errors import TextInputError
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
+from signclip.models.statistics import FeatureStatistics
 from signclip.models.text_encoder import TextEncoder, load_tokenizer
-from signclip.pose.io import PoseSource, describe
+from signclip.pose.io import PoseSource
 from signclip.pose.layout import get_layout
-from signclip.pose.preprocess import preprocess, resample_frames
+from signclip.pose.preprocess import prepare_pose
 from signclip.text.prompts import make_prompts
 
 PoseInput = PoseSource | np.ndarray  # path, .pose bytes, Pose, or a preprocessed (T, P, D) array
@@ -44,9 +46,6 @@ class SignCLIP(nn.Module):
         if cfg.pose_encoder not in POSE_ENCODERS:
             raise ValueError(f"pose_encoder: unknown {cfg.pose_encoder!r}; known: {sorted(POSE_ENCODERS)}")
         self.pose = POSE_ENCODERS[cfg.pose_encoder].from_config(cfg, get_layout(cfg.pose.layout))
-        # masked pose modelling decoder (training only): frame features (W) -> standardised features (F)
-        width, n_feat = self.pose.width, self.pose.feature_mean.numel()
-        self.mpm_head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_feat))
         self.text = text
         self.tokenizer = tokenizer
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
@@ -69,7 +68,9 @@ class SignCLIP(nn.Module):
         cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
         text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text)
         model = cls(cfg, text, load_tokenizer(path / "tokenizer"))
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        state = load_file(str(path / "model.safetensors"))
+        # models saved before the masked-pose-modelling head moved to the training objective carry it
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("mpm_head.")})
         return model.to(device).eval()
 
     def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
@@ -88,10 +89,29 @@ class SignCLIP(nn.Module):
     def device(self) -> torch.device:
         return self.logit_scale.device
 
-    def set_pose_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
-        """Per-dimension mean/std of the training poses (NaN-aware), stored in the weights."""
-        self.pose.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.pose.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+    # ---- fitted on training data ---------------------------------------------------------------
+    def feature_statistics(self) -> FeatureStatistics:
+        """An empty accumulator of this pose tower's feature statistics (feed it blocks of frames)."""
+        return FeatureStatistics(self.pose.featurize)
+
+    @torch.no_grad()
+    def fit_preprocessing(self, poses: Sequence[np.ndarray] = (), spoken_languages: Iterable[str | None] = (),
+                          signed_languages: Iterable[str | None] = (),
+                          statistics: tuple[np.ndarray, np.ndarray] | None = None) -> "SignCLIP":
+        """Fit what the model takes from its training data, stored with its weights and config:
+
+        * the per-dimension mean/std of the pose features, from preprocessed (T, P, D) training ``poses``
+          or given as ``statistics`` (e.g. computed while packing shards); kept as they are when neither;
+        * the language codes it knows (added to those it knows already; None/NaN ignored)."""
+        if statistics is None and len(poses):
+            statistics = self.feature_statistics().add_poses(poses).result()
+        if statistics is not None:
+            self.pose.feature_mean.copy_(torch.as_tensor(statistics[0], dtype=torch.float32))
+            self.pose.feature_std.copy_(torch.as_tensor(statistics[1], dtype=torch.float32))
+        for field, codes in (("spoken_languages", spoken_languages), ("signed_languages", signed_languages)):
+            known = set(getattr(self.cfg, field)) | {str(c) for c in codes if isinstance(c, str) or pd.notna(c)}
+            setattr(self.cfg, field, sorted(known))
+        return self
 
     # ---- tensors in, tensors out (training) -----------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -104,16 +124,18 @@ class SignCLIP(nn.Module):
         z = self.pose(x, mask)
         return nn.functional.normalize(z, dim=-1) if normalize else z
 
-    def forward_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def forward_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     normalize: bool = True) -> torch.Tensor:
         """(B, L), (B, L) -> (B, E)."""
         z = self.text(input_ids, attention_mask)
         return nn.functional.normalize(z, dim=-1) if normalize else z
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor, features: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                attention_mask: torch.Tensor, features: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised pose and text embeddings (B, E) each, and the temperature scale exp(logit_scale).
         With ``features``: frame features (B, T, W) and token features (B, L, H) instead of embeddings
-        (for the objectives that need them, see :mod:`signclip.objectives`)."""
+        (for the objectives that need them, see :mod:`signclip.training.objectives`)."""
         scale = self.logit_scale.clamp(max=np.log(100)).exp()
         if features:
             return self.pose.frame_features(x, mask), self.text.token_features(input_ids, attention_mask), scale
@@ -122,19 +144,7 @@ class SignCLIP(nn.Module):
     # ---- user API -------------------------------------------------------------------------------
     def preprocess_pose(self, pose: PoseInput, name: str | None = None) -> np.ndarray:
         """Any pose input -> (T, P, D) array in this model's layout (max_frames enforced)."""
-        if isinstance(pose, np.ndarray):
-            expected = (len(get_layout(self.cfg.pose.layout)), self.cfg.pose.dims)
-            if pose.ndim != 3 or pose.shape[1:] != expected or pose.shape[0] == 0:
-                raise PoseInputError(f"{name or 'array'}: expected a preprocessed array of shape "
-                                     f"(frames>0, {expected[0]}, {expected[1]}), got {pose.shape}")
-            pose = np.asarray(pose, dtype=np.float32)
-            pose = np.where(np.isfinite(pose).all(-1, keepdims=True), pose, np.float32(np.nan))  # inf -> missing
-            if np.isnan(pose).all():
-                raise PoseInputError(f"{name or 'array'}: every coordinate is missing or NaN")
-            if pose.shape[0] > self.cfg.pose.max_frames:
-                pose = resample_frames(pose, self.cfg.pose.max_frames)
-            return pose
-        return preprocess(pose, self.cfg.pose, name or describe(pose))
+        return prepare_pose(pose, self.cfg.pose, name)
 
     @torch.no_grad()
     def encode_pose(self, poses: PoseInput | Sequence[PoseInput], batch_size: int = 32, normalize: bool = True,
@@ -146,24 +156,20 @@ class SignCLIP(nn.Module):
         single = not isinstance(poses, (list, tuple))
         items = [poses] if single else list(poses)
         arrays = [self.preprocess_pose(p) for p in items]
-        out = self._encode_arrays(arrays, batch_size, normalize, progress)
+        out = self.encode_arrays(arrays, batch_size, normalize, progress)
         return out[0] if single else out
 
     @torch.no_grad()
-    def _encode_arrays(self, arrays: list[np.ndarray], batch_size: int, normalize: bool,
-                       progress: bool | None) -> np.ndarray:
-        was_training = self.training
-        self.eval()
-        order = np.argsort([-a.shape[0] for a in arrays], kind="stable")
-        out = np.zeros((len(arrays), self.cfg.embed_dim), dtype=np.float32)
-        starts = range(0, len(arrays), batch_size)
-        show = progress if progress is not None else len(arrays) > 4 * batch_size
-        for s in tqdm(starts, desc="embedding poses", disable=not show, unit="batch"):
-            idx = order[s: s + batch_size]
-            x, mask = pad_poses([arrays[i] for i in idx])
-            out[idx] = self.forward_pose(x.to(self.device), mask.to(self.device), normalize).float().cpu().numpy()
-        self.train(was_training)
-        return out
+    def encode_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 32, normalize: bool = True,
+                      progress: bool | None = None) -> np.ndarray:
+        """Embed preprocessed (T_i, P, D) arrays (:meth:`preprocess_pose`) -> (N, E) float32, batched by length."""
+        def encode(idx: np.ndarray) -> np.ndarray:
+            x, mask = pad_poses([arrays[i] for i in idx])  # (B, T, F), (B, T)
+            return self.forward_pose(x.to(self.device), mask.to(self.device), normalize).float().cpu().numpy()
+
+        with evaluating(self):
+            return encode_by_length([a.shape[0] for a in arrays], batch_size, encode, self.cfg.embed_dim, progress,
+                                    "embedding poses")
 
     @torch.no_grad()
     def encode_text(self, texts: str | Sequence[str], spoken_language: str | Sequence[str | None] | None = None,
@@ -176,22 +182,31 @@ class SignCLIP(nn.Module):
         if not items:
             raise TextInputError("texts: empty list")
         prompts = self.prompts(items, spoken_language, signed_language)
-        was_training = self.training
-        self.eval()
-        order = np.argsort([-len(p) for p in prompts], kind="stable")
-        out = np.zeros((len(prompts), self.cfg.embed_dim), dtype=np.float32)
-        show = progress if progress is not None else len(prompts) > 4 * batch_size
-        for s in tqdm(range(0, len(prompts), batch_size), desc="embedding texts", disable=not show, unit="batch"):
-            idx = order[s: s + batch_size]
+
+        def encode(idx: np.ndarray) -> np.ndarray:
             tok = self.tokenize([prompts[i] for i in idx])
-            out[idx] = self.forward_text(tok["input_ids"], tok["attention_mask"], normalize).float().cpu().numpy()
-        self.train(was_training)
+            return self.forward_text(tok["input_ids"], tok["attention_mask"], normalize).float().cpu().numpy()
+
+        with evaluating(self):
+            out = encode_by_length([len(p) for p in prompts], batch_size, encode, self.cfg.embed_dim, progress,
+                                   "embedding texts")
         return out[0] if single else out
 
     def prompts(self, texts: Sequence[str], spoken_language=None, signed_language=None) -> list[str]:
         """The prompts this model would embed for these texts and languages."""
         return make_prompts(texts, spoken_language, signed_language, template=self.cfg.prompt_template,
                             known_spoken=self.cfg.spoken_languages, known_signed=self.cfg.signed_languages)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block, then the mode the model had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def create_model(name: str | ModelConfig = "tiny", **overrides) -> SignCLIP:

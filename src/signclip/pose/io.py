@@ -8,10 +8,11 @@ from typing import Union
 from pose_format import Pose
 
 from signclip.errors import PoseInputError
-from signclip.video import is_video_bytes, is_video_path, video_to_pose
+from signclip.pose.formats import read_keypoint_file
+from signclip.pose.video import is_video_bytes, is_video_path, video_to_pose
 
 PoseSource = Union[str, Path, bytes, Pose]
-KEYPOINT_SUFFIXES = (".parquet", ".npy", ".npz")  # other keypoint formats, see signclip.data.adapters
+KEYPOINT_SUFFIXES = (".parquet", ".npy", ".npz")  # other keypoint formats, see signclip.pose.formats
 
 
 def describe(source: PoseSource) -> str:
@@ -27,10 +28,10 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
     """Read a pose from a path, the bytes of a ``.pose`` file, or pass a ``Pose`` through.
 
     A video (path by extension; bytes by magic bytes or the extension of ``name``) is converted to
-    MediaPipe Holistic poses on the fly with :func:`signclip.video.video_to_pose` (``signclip[video]``).
+    MediaPipe Holistic poses on the fly with :func:`signclip.pose.video.video_to_pose` (``signclip[video]``).
 
     Other keypoint formats (Kaggle ``.parquet``, ``.npy``/``.npz``, per-frame ``.npy`` folders) are
-    read by :mod:`signclip.data.adapters`.
+    read by :mod:`signclip.pose.formats`.
 
     Raises :class:`PoseInputError` for a missing, empty, corrupt or zero-frame file.
     """
@@ -39,9 +40,8 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
         pose = source
     elif is_video_path(source) if isinstance(source, (str, Path)) else is_video_bytes(source, name):
         pose = video_to_pose(source, name)  # MediaPipe Holistic on the fly (signclip[video] extra)
-    elif isinstance(source, (str, Path)) and (Path(source).is_dir() or Path(source).suffix.lower() in KEYPOINT_SUFFIXES):
-        from signclip.data.adapters import read_keypoint_file  # lazy: pandas only for these formats
-
+    elif isinstance(source, (str, Path)) and (Path(source).is_dir()
+                                              or Path(source).suffix.lower() in KEYPOINT_SUFFIXES):
         pose = read_keypoint_file(source)  # Kaggle parquet, .npy/.npz, per-frame .npy folders
     else:
         if isinstance(source, (str, Path)):

@@ -6,6 +6,10 @@ Steps (each a small function):
 3. mirror a left-handed pose (left hand seen, right hand never) so the signing hand is the right one;
 4. resample to the model's fps, then uniformly down to ``max_frames`` if longer (never a crash).
 
+:func:`prepare_pose` is the one entry point for any pose input (path, bytes, ``Pose`` or an already
+preprocessed array, which is checked and capped instead): the torch model, the ONNX runtime and the
+server all call it.
+
 Missing points (masked, zero-confidence or NaN) are NaN in the output; the model's per-dimension
 standardisation (mean/std from the training set, stored in the model) turns them into 0.
 """
@@ -35,7 +39,7 @@ def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarra
     if idx[layout.index(BODY, "LEFT_SHOULDER")] < 0:
         comps = [c.name for c in pose.header.components]
         raise PoseInputError(f"{name}: not a MediaPipe Holistic pose (components {comps}); "
-                             "convert other keypoint formats with signclip.data.adapters")
+                             "other keypoint formats are read by signclip.pose.formats")
     found = idx >= 0
     data = np.ma.getdata(pose.body.data)[:, 0, idx[found]].astype(np.float32)  # (T, P_found, D)
     missing = np.ma.getmaskarray(pose.body.data)[:, 0, idx[found]].any(-1)  # (T, P_found)
@@ -105,12 +109,38 @@ def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarr
     fps = float(pose.body.fps) if pose.body.fps and pose.body.fps > 0 else cfg.fps
     if abs(fps - cfg.fps) > 1e-3:
         x = resample_frames(x, max(1, round(x.shape[0] * cfg.fps / fps)))
-    if x.shape[0] > cfg.max_frames:
-        x = resample_frames(x, cfg.max_frames)
+    x = cap_frames(x, cfg.max_frames)
     return np.ascontiguousarray(x[..., : cfg.dims], dtype=np.float32)
+
+
+def cap_frames(x: np.ndarray, max_frames: int) -> np.ndarray:
+    """(T, ...) -> at most ``max_frames`` frames, uniformly resampled when longer."""
+    return resample_frames(x, max_frames) if x.shape[0] > max_frames else x
+
+
+def check_array(x: np.ndarray, cfg: PoseConfig, name: str = "array") -> np.ndarray:
+    """A preprocessed (T, P, D) array given by a caller -> float32 in the layout of ``cfg``; a point with
+    a non-finite coordinate is missing (NaN). Rejects wrong shapes and arrays where nothing is seen."""
+    expected = (len(get_layout(cfg.layout)), cfg.dims)
+    if x.ndim != 3 or x.shape[1:] != expected or x.shape[0] == 0:
+        raise PoseInputError(f"{name}: expected a preprocessed array of shape (frames>0, {expected[0]}, "
+                             f"{expected[1]}), got {x.shape}")
+    x = np.asarray(x, dtype=np.float32)
+    x = np.where(np.isfinite(x).all(-1, keepdims=True), x, np.float32(np.nan))  # inf -> missing
+    if np.isnan(x).all():
+        raise PoseInputError(f"{name}: every coordinate is missing or NaN")
+    return x
 
 
 def preprocess(source: PoseSource, cfg: PoseConfig, name: str | None = None) -> np.ndarray:
     """Read (path, bytes or ``Pose``) and preprocess; errors name the source."""
     name = name or describe(source)
     return pose_to_array(read_pose(source, name), cfg, name)
+
+
+def prepare_pose(pose: PoseSource | np.ndarray, cfg: PoseConfig, name: str | None = None) -> np.ndarray:
+    """Any pose input -> (T <= max_frames, P, D) float32 (NaN = missing) as the model reads it: a
+    preprocessed array is checked and capped; a path, ``.pose`` bytes or ``Pose`` is read and preprocessed."""
+    if isinstance(pose, np.ndarray):
+        return cap_frames(check_array(pose, cfg, name or "array"), cfg.max_frames)
+    return preprocess(pose, cfg, name or describe(pose))

@@ -1,4 +1,5 @@
-"""HTTP service: ``create_app(model, index)``, ``serve(...)`` and an in-process ``ServerThread``."""
+"""HTTP service: ``create_app(model, index)``, ``serve(...)`` and an in-process ``ServerThread``; the
+embedding index it searches (:mod:`signclip.serve.index`, faiss: the ``index`` extra) is imported only when used."""
 from __future__ import annotations
 
 import socket
@@ -7,8 +8,9 @@ import time
 
 import uvicorn
 
-from signclip.serve.app import ServeSettings, create_app
+from signclip.serve.app import create_app
 from signclip.serve.batching import DynamicBatcher, QueueFull
+from signclip.serve.service import ServeSettings
 
 __all__ = ["ServeSettings", "create_app", "serve", "ServerThread", "DynamicBatcher", "QueueFull", "free_port"]
 
@@ -23,10 +25,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve(model_dir: str, index_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           settings: ServeSettings | None = None, log_level: str = "info") -> None:
     """Load a saved model (and index) and serve it until interrupted."""
-    from signclip.index import SearchIndex
     from signclip.models.signclip import load
 
-    app = create_app(load(model_dir), SearchIndex.load(index_dir) if index_dir else None, settings)
+    index = None
+    if index_dir:
+        from signclip.serve.index import SearchIndex
+
+        index = SearchIndex.load(index_dir)
+    app = create_app(load(model_dir), index, settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
 
 

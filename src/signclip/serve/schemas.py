@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 StrOrList = Union[str, list[str]]
@@ -62,3 +64,10 @@ class SearchResponse(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str = Field(..., description="what was wrong, naming the field or file")
     error: str = Field(..., description="error type, e.g. PoseInputError")
+
+
+def records(table: pd.DataFrame) -> list[dict]:
+    """JSON-safe rows (NaN -> None, numpy scalars -> Python)."""
+    clean = table.astype(object).where(pd.notna(table), None)
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in clean.to_dict(orient="records")]

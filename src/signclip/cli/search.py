@@ -1,7 +1,4 @@
-"""CLI commands ``signclip index build|add``, ``signclip search``, ``signclip serve``, ``signclip export onnx``.
-
-Registered on the main app by :func:`register` (one line in :mod:`signclip.cli`).
-"""
+"""``signclip index build|add`` (faiss index + parquet metadata) and ``signclip search``."""
 from __future__ import annotations
 
 import json
@@ -12,7 +9,6 @@ import pandas as pd
 import typer
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend embedding indexes (faiss + parquet).")
-export_app = typer.Typer(no_args_is_help=True, help="Export a model for inference without torch.")
 
 KIND_HELP = ("flat (exact, default), flat16 (exact top-k re-ranked from an fp16 scan, ~2x faster on large "
              "collections), hnsw or ivf (approximate, for large collections)")
@@ -28,7 +24,8 @@ def _texts(texts: Optional[list[str]], vocab: Optional[Path]) -> list[str]:
 def _add_to_index(index, m, data: Optional[str], texts: list[str], texts_from_data: bool,
                   spoken_language: Optional[str], signed_language: Optional[str], batch_size: int) -> dict[str, int]:
     """Embed a dataset's poses and/or texts into ``index``; returns the number added per part."""
-    from signclip.data.datasets import load_arrays, load_dataset
+    from signclip.data.arrays import load_arrays
+    from signclip.data.manifests import load_dataset, optional_column
 
     added = {}
     if data:
@@ -37,16 +34,15 @@ def _add_to_index(index, m, data: Optional[str], texts: list[str], texts_from_da
         if errors:
             typer.echo(f"skipped {len(errors)} unusable pose(s), e.g. {errors[0]}", err=True)
         if arrays:
-            emb = m._encode_arrays(arrays, batch_size, True, True)  # (N, E)
+            emb = m.encode_arrays(arrays, batch_size, progress=True)  # (N, E)
             meta = kept.drop(columns=[c for c in kept.columns if kept[c].isna().all()])
             meta["frames"] = [a.shape[0] for a in arrays]
             index.add("pose", emb, meta)
             added["pose"] = len(emb)
         if texts_from_data:
             triples = kept[["text", "spoken_language", "signed_language"]].drop_duplicates().reset_index(drop=True)
-            spoken = [None if pd.isna(v) else v for v in triples["spoken_language"]]
-            signed = [None if pd.isna(v) else v for v in triples["signed_language"]]
-            prompts = m.prompts(triples["text"].tolist(), spoken, signed)
+            prompts = m.prompts(triples["text"].tolist(), optional_column(triples, "spoken_language"),
+                                optional_column(triples, "signed_language"))
             emb = m.encode_text(prompts, batch_size=batch_size, progress=True)
             index.add("text", emb, triples.assign(prompt=prompts))
             added["text"] = len(emb)
@@ -77,8 +73,8 @@ def index_build(
     overwrite: bool = typer.Option(False, help="replace an existing index"),
 ) -> None:
     """Embed poses and/or texts with MODEL and write a searchable index to OUT."""
-    from signclip.index import SearchIndex
     from signclip.models.signclip import load
+    from signclip.serve.index import SearchIndex
 
     if (out / "index.json").exists() and not overwrite:
         raise typer.BadParameter(f"{out}: an index exists; use `signclip index add` or --overwrite")
@@ -103,8 +99,8 @@ def index_add(
     batch_size: int = 32,
 ) -> None:
     """Add poses and/or texts to an existing index (incremental)."""
-    from signclip.index import SearchIndex
     from signclip.models.signclip import load
+    from signclip.serve.index import SearchIndex
 
     index = SearchIndex.load(index_dir)
     m = load(model or index.model)
@@ -126,8 +122,9 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Search an index with a text (-> poses) or a .pose file (-> texts): top-k with scores and metadata."""
-    from signclip.index import SearchIndex, records
     from signclip.models.signclip import load
+    from signclip.serve.index import SearchIndex
+    from signclip.serve.schemas import records
 
     if (text is None) == (pose is None):
         raise typer.BadParameter("give exactly one of --text or --pose")
@@ -147,55 +144,3 @@ def search_cmd(
             if c in table.columns]
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-
-
-def serve_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory for /api/search"),
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    batching: bool = typer.Option(True, help="dynamic batching of concurrent requests"),
-    max_batch: int = typer.Option(32, help="largest batch the model runs"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a batch waits for more requests"),
-    max_queue: int = typer.Option(4096, help="queued inputs per modality before answering 503"),
-    max_upload_mb: float = typer.Option(50.0, help="largest request body (MB)"),
-    max_frames: Optional[int] = typer.Option(None, help="longer poses are resampled (default: the model's)"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
-) -> None:
-    """Serve MODEL over HTTP (FastAPI + uvicorn): /api/embed/text, /api/embed/pose, /api/search, web page at /."""
-    from signclip.serve import ServeSettings, serve
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_frames=max_frames,
-                             batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
-    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)")
-    serve(str(model), str(index) if index else None, host, port, settings)
-
-
-@export_app.command("onnx")
-def export_onnx_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
-    out: Path = typer.Argument(..., help="output directory"),
-    int8: bool = typer.Option(False, "--int8", help="also write dynamically quantised int8 encoders"),
-) -> None:
-    """Write the pose and text encoders as ONNX (+ tokenizer, preprocessing) for `signclip.export.runtime`."""
-    from signclip.export.onnx import export_onnx
-    from signclip.models.signclip import load
-
-    files = export_onnx(load(model), out, int8=int8)
-    for name, path in files.items():
-        typer.echo(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-
-def register(app: typer.Typer) -> None:
-    """Add these commands to the main ``signclip`` app."""
-    app.add_typer(index_app, name="index")
-    app.add_typer(export_app, name="export")
-    app.command("search")(search_cmd)
-    app.command("serve")(serve_cmd)
-
-
-__all__ = ["register", "index_app", "export_app", "search_cmd", "serve_cmd"]

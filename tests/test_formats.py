@@ -1,4 +1,4 @@
-"""Keypoint-format adapters: fixtures written in each exact format from real lexicon poses, read back
+"""Other keypoint formats: fixtures written in each exact format from real lexicon poses, read back
 through the standard preprocessing and compared with the original .pose."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from signclip.config import PoseConfig
-from signclip.data import adapters
-from signclip.data.datasets import load_arrays, load_dataset
+from signclip.data.arrays import load_arrays
+from signclip.data.manifests import load_dataset
 from signclip.errors import PoseInputError
+from signclip.pose import formats
 from signclip.pose.io import read_pose
 from signclip.pose.layout import BODY, FACE, LEFT_HAND, RIGHT_HAND, get_layout
 from signclip.pose.preprocess import pose_to_array
@@ -79,7 +80,7 @@ def test_kaggle_asl_signs(tmp_path, two_paths):
     df = load_dataset(root)  # detected from train.csv
     assert df["text"].tolist() == ["house", "tree"] and df["signer"].tolist() == ["26734", "28656"]
     assert (df["signed_language"] == "ase").all() and Path(df["path"][0]).is_absolute()
-    pose = adapters.read_kaggle_parquet(df["path"][0], fps=25.0)
+    pose = formats.read_kaggle_parquet(df["path"][0], fps=25.0)
     assert [c.name for c in pose.header.components] == [BODY, FACE, LEFT_HAND, RIGHT_HAND]
     assert pose.body.data.shape[2] == 543
     got = pose_to_array(pose, CFG)
@@ -100,11 +101,11 @@ def test_numpy_arrays_with_declared_layouts(tmp_path, two_paths):
     np.savez(tmp_path / "b.npz", keypoints=kaggle, layout="kaggle-543", fps=25.0)
     no_face = np.concatenate([parts[c] for c in (BODY, LEFT_HAND, RIGHT_HAND)], 1)  # (T, 75, 3)
     np.savez(tmp_path / "c.npz", keypoints=no_face[..., :2], fps=25.0)  # 2-D
-    a = pose_to_array(adapters.read_numpy(tmp_path / "a.npy", fps=25.0), CFG)
+    a = pose_to_array(formats.read_numpy(tmp_path / "a.npy", fps=25.0), CFG)
     np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
     b = pose_to_array(read_pose(tmp_path / "b.npz"), CFG)  # read_pose dispatches to the adapters
     np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
-    c = pose_to_array(adapters.read_keypoint_file(tmp_path / "c.npz"), CFG)
+    c = pose_to_array(formats.read_keypoint_file(tmp_path / "c.npz"), CFG)
     body_hands = [i for i, (comp, _) in enumerate(get_layout(CFG.layout).points) if comp != FACE]
     face = [i for i, (comp, _) in enumerate(get_layout(CFG.layout).points) if comp == FACE]
     assert np.isnan(c[:, face]).all()
@@ -118,10 +119,10 @@ def test_numpy_arrays_with_declared_layouts(tmp_path, two_paths):
 def test_numpy_errors_name_the_file(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((4, 100, 3)))
     with pytest.raises(PoseInputError, match="bad.npy"):
-        adapters.read_keypoint_file(tmp_path / "bad.npy")
+        formats.read_keypoint_file(tmp_path / "bad.npy")
     np.save(tmp_path / "bad2.npy", np.zeros((4, 543, 3)))
     with pytest.raises(PoseInputError, match="unknown keypoint layout"):
-        adapters.read_numpy(tmp_path / "bad2.npy", layout="openpose")
+        formats.read_numpy(tmp_path / "bad2.npy", layout="openpose")
 
 
 def write_frame_folders(root: Path, paths: list[str], actions: list[str]) -> Path:
@@ -143,11 +144,11 @@ def test_1662_vector_frame_folders(tmp_path, two_paths):
     root = write_frame_folders(tmp_path / "MP_Data", two_paths, ["hello", "thanks"])
     df = load_dataset(root)  # detected from the folder structure
     assert df["text"].tolist() == ["hello", "thanks"]
-    pose = adapters.read_frame_folder(df["path"][0], fps=25.0)
+    pose = formats.read_frame_folder(df["path"][0], fps=25.0)
     got = pose_to_array(pose, CFG)
     np.testing.assert_allclose(got, reference(two_paths[0]), rtol=1e-5, atol=1e-5, equal_nan=True)
     assert np.isnan(got[:, get_layout(CFG.layout).hand_slices[LEFT_HAND]]).all()  # zeros -> missing
     arrays, _, errors = load_arrays(df, CFG, progress=False)
     assert len(arrays) == 2 and not errors
     with pytest.raises(PoseInputError, match="1662"):
-        adapters.pose_from_vectors(np.zeros((3, 1000)))
+        formats.pose_from_vectors(np.zeros((3, 1000)))

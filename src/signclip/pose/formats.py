@@ -1,33 +1,28 @@
-"""Thin adapters from other MediaPipe Holistic keypoint formats into signclip's table / ``Pose`` interface.
+"""Other MediaPipe Holistic keypoint formats read as pose-format ``Pose`` objects.
 
-Each format gets a *table loader* (rows with :data:`signclip.data.datasets.COLUMNS`, ``path`` pointing
-at the original file) and a *reader* (path -> pose-format ``Pose`` with MediaPipe Holistic component
-and point names), so the standard preprocessing (point selection by name, shoulder normalisation,
-mirroring, resampling) applies unchanged. :func:`signclip.pose.io.read_pose` reads these paths too.
+Each reader turns a file into a ``Pose`` with MediaPipe Holistic component and point names, so the
+standard preprocessing (point selection by name, shoulder normalisation, mirroring, resampling)
+applies unchanged; :func:`signclip.pose.io.read_pose` dispatches here by path. Formats:
 
-Formats:
-
-* Kaggle "ASL Signs" (Google Isolated Sign Language Recognition): ``train.csv`` (path, participant_id,
-  sequence_id, sign) and one parquet per clip with columns frame, row_id, type, landmark_index, x, y, z
-  (types face 468, left_hand 21, pose 33, right_hand 21 = 543 landmarks);
+* Kaggle "ASL Signs" (Google Isolated Sign Language Recognition): one parquet per clip with columns
+  frame, row_id, type, landmark_index, x, y, z (types face 468, left_hand 21, pose 33, right_hand 21);
 * numpy ``.npy`` / ``.npz`` arrays (frames, points, 2|3) with a declared point layout
-  (:data:`ARRAY_LAYOUTS`: ``holistic-543``, ``kaggle-543``, ``holistic-75``), listed in a manifest CSV;
+  (:data:`ARRAY_LAYOUTS`: ``holistic-543``, ``kaggle-543``, ``holistic-75``);
 * the flattened 1662-value per-frame vector (pose 33×(x, y, z, visibility), face 468×3, left hand 21×3,
   right hand 21×3), one ``.npy`` per frame in ``ACTION/SEQUENCE/FRAME.npy`` folders.
 
 A point whose coordinates are all zero or any NaN is missing (masked, confidence 0), so an absent
 hand is never a hand at the origin. Coordinates are kept as given (normalised image coordinates);
-the shoulder normalisation makes their scale irrelevant.
+the shoulder normalisation makes their scale irrelevant. Dataset *tables* for these formats (Kaggle
+``train.csv``, frame-folder trees) are built by :mod:`signclip.data.manifests`.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.ma as ma
-import pandas as pd
 from pose_format import Pose
 from pose_format.numpy.pose_body import NumPyPoseBody
 from pose_format.pose_header import PoseHeader, PoseHeaderComponent, PoseHeaderDimensions
@@ -44,7 +39,6 @@ ARRAY_LAYOUTS: dict[str, list[str]] = {
     "holistic-75": [BODY, LEFT_HAND, RIGHT_HAND],  # without the face
 }
 KAGGLE_TYPES = {"face": FACE, "left_hand": LEFT_HAND, "pose": BODY, "right_hand": RIGHT_HAND}
-KAGGLE_COLUMNS = ["path", "participant_id", "sequence_id", "sign"]
 VECTOR_SIZE = 33 * 4 + 468 * 3 + 21 * 3 + 21 * 3  # 1662
 DEFAULT_FPS = 30.0
 
@@ -154,7 +148,7 @@ def pose_from_vectors(v: np.ndarray, fps: float = DEFAULT_FPS, name: str = "vect
                          confidence={BODY: body[..., 3]})
 
 
-def _frame_number(p: Path) -> tuple[int, str]:
+def frame_number(p: Path) -> tuple[int, str]:
     m = re.search(r"(\d+)$", p.stem)
     return (int(m.group(1)) if m else -1, p.stem)
 
@@ -162,7 +156,7 @@ def _frame_number(p: Path) -> tuple[int, str]:
 def read_frame_folder(path: str | Path, fps: float = DEFAULT_FPS) -> Pose:
     """An ``ACTION/SEQUENCE`` folder of per-frame ``FRAME.npy`` vectors (sorted by frame number)."""
     path = Path(path)
-    frames = sorted(path.glob("*.npy"), key=_frame_number)
+    frames = sorted(path.glob("*.npy"), key=frame_number)
     if not frames:
         raise PoseInputError(f"{path}: no per-frame .npy files")
     try:
@@ -170,23 +164,6 @@ def read_frame_folder(path: str | Path, fps: float = DEFAULT_FPS) -> Pose:
     except ValueError as e:
         raise PoseInputError(f"{path}: frames of different sizes ({e})") from None
     return pose_from_vectors(v, fps, str(path))
-
-
-def load_frame_folders(root: str | Path, signed_language: str | None = None,
-                       spoken_language: str | None = None) -> pd.DataFrame:
-    """A table with one row per ``ROOT/ACTION/SEQUENCE`` folder; the action is the text."""
-    from signclip.data.datasets import _normalise
-
-    root = Path(root)
-    rows = [{"path": str(seq), "text": action.name, "sequence": seq.name}
-            for action in sorted(p for p in root.iterdir() if p.is_dir())
-            for seq in sorted((p for p in action.iterdir() if p.is_dir()), key=_frame_number)
-            if any(seq.glob("*.npy"))]
-    if not rows:
-        raise FileNotFoundError(f"{root}: no ACTION/SEQUENCE/FRAME.npy folders")
-    df = pd.DataFrame(rows)
-    df["signed_language"], df["spoken_language"] = signed_language, spoken_language
-    return _normalise(df, root)
 
 
 def is_frame_folder_root(root: Path) -> bool:
@@ -200,6 +177,8 @@ def is_frame_folder_root(root: Path) -> bool:
 # ---- (a) Kaggle ASL Signs ------------------------------------------------------------------------------
 def read_kaggle_parquet(path: str | Path, fps: float = DEFAULT_FPS) -> Pose:
     """One Kaggle ASL Signs clip (long format: frame, row_id, type, landmark_index, x, y, z)."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise PoseInputError(f"{path}: no such parquet file")
@@ -222,30 +201,6 @@ def read_kaggle_parquet(path: str | Path, fps: float = DEFAULT_FPS) -> Pose:
     return holistic_pose(parts, fps)
 
 
-def load_kaggle_asl_signs(csv_path: str | Path, signed_language: str = "ase",
-                          spoken_language: str = "en") -> pd.DataFrame:
-    """The Kaggle ASL Signs ``train.csv`` as a table: text = sign, signer = participant_id."""
-    from signclip.data.datasets import _normalise
-
-    csv_path = Path(csv_path)
-    df = pd.read_csv(csv_path, dtype={"sign": str, "participant_id": str})
-    missing = [c for c in KAGGLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: not a Kaggle ASL Signs train.csv, lacks {missing}")
-    df = df.rename(columns={"sign": "text", "participant_id": "signer"})
-    df["signed_language"], df["spoken_language"] = signed_language, spoken_language
-    return _normalise(df, csv_path.parent)
-
-
-def is_kaggle_csv(csv_path: Path) -> bool:
-    """Whether a CSV has the Kaggle ASL Signs train.csv columns."""
-    try:
-        cols = pd.read_csv(csv_path, nrows=0).columns
-    except Exception:
-        return False
-    return all(c in cols for c in KAGGLE_COLUMNS)
-
-
 # ---- any format -----------------------------------------------------------------------------------------
 def read_keypoint_file(path: str | Path) -> Pose:
     """Read a Kaggle ``.parquet``, ``.npy``/``.npz`` arrays or a per-frame ``.npy`` folder as a ``Pose``
@@ -256,34 +211,3 @@ def read_keypoint_file(path: str | Path) -> Pose:
     if p.suffix.lower() == ".parquet":
         return read_kaggle_parquet(p)
     return read_numpy(p)
-
-
-def detect_dataset(source: Path) -> str | None:
-    """``kaggle`` / ``frames`` for a source in one of those formats, else None (a signclip manifest)."""
-    if source.is_dir():
-        if (source / "manifest.csv").is_file():
-            return None
-        if (source / "train.csv").is_file() and is_kaggle_csv(source / "train.csv"):
-            return "kaggle"
-        if is_frame_folder_root(source):
-            return "frames"
-        return None
-    if source.suffix.lower() == ".csv" and source.is_file() and is_kaggle_csv(source):
-        return "kaggle"
-    return None
-
-
-def load_adapted(source: Path, kind: str) -> pd.DataFrame:
-    """The table of a source detected by :func:`detect_dataset`."""
-    if kind == "kaggle":
-        return load_kaggle_asl_signs(source / "train.csv" if source.is_dir() else source)
-    if kind == "frames":
-        return load_frame_folders(source)
-    raise ValueError(f"{source}: unknown dataset kind {kind!r}")
-
-
-__all__: Sequence[str] = [
-    "ARRAY_LAYOUTS", "holistic_pose", "pose_from_array", "pose_from_vectors", "read_numpy", "read_frame_folder",
-    "read_kaggle_parquet", "load_kaggle_asl_signs", "load_frame_folders", "read_keypoint_file", "detect_dataset",
-    "load_adapted",
-]

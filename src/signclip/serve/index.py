@@ -173,10 +173,3 @@ class SearchIndex:
         for name in info.get("sizes", {}):
             index.parts[name] = EmbeddingIndex.load(path, name, info["kind"], info.get("options"))
         return index
-
-
-def records(table: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows (NaN -> None, numpy scalars -> Python)."""
-    clean = table.astype(object).where(pd.notna(table), None)
-    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-            for row in clean.to_dict(orient="records")]

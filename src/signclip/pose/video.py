@@ -5,6 +5,7 @@ model_complexity 1, 576 points: body 33, face 468, hands 2x21, body world landma
 video's fps. ``convert_videos`` converts files or folders to ``.pose`` in worker processes, skipping
 videos whose ``.pose`` already exists. mediapipe is imported only when a video is converted, so this
 module (and the video detection used by :func:`signclip.pose.io.read_pose`) works without the extra.
+``signclip pose`` (:mod:`signclip.cli.embedding`) is the command line for :func:`convert_videos`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Iterable, Union
 
 import numpy as np
-import typer
 from pose_format import Pose
 
 from signclip.errors import PoseInputError
@@ -239,22 +239,3 @@ def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | 
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-
-def pose_cmd(
-    source: Path = typer.Argument(..., help="a video, or a folder searched recursively for videos"),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder (mirrors the input folder), or a .pose file"),
-    workers: int = typer.Option(max(1, min(2, os.cpu_count() or 1)), "--workers", "-w",
-                                help="worker processes (one video each)"),
-    overwrite: bool = typer.Option(False, help="convert again even when the .pose file exists"),
-) -> None:
-    """Convert videos to .pose files (MediaPipe Holistic, fps kept); already converted videos are skipped."""
-    try:
-        summary = convert_videos(source, out, workers=workers, overwrite=overwrite)
-    except PoseInputError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(str(summary))
-    if summary.failed:
-        raise typer.Exit(1)

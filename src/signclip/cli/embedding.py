@@ -1,0 +1,84 @@
+"""``signclip embed`` (poses, videos or texts into .npy / .parquet) and ``signclip pose`` (videos to .pose)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def pose_files(folder: Path) -> list[Path]:
+    """The .pose files and videos under a folder, sorted."""
+    from signclip.pose.video import is_video_path
+
+    return sorted(p for p in folder.rglob("*") if p.suffix == ".pose" or is_video_path(p))
+
+
+def embed_cmd(
+    model: Path = typer.Argument(..., help="saved model directory"),
+    inputs: list[str] = typer.Argument(None, help=".pose files, videos, folders of them, or a shard directory"),
+    texts: Optional[list[str]] = typer.Option(None, "--text", "-t", help="text to embed (repeatable)"),
+    manifest: Optional[str] = typer.Option(None, help="embed the poses of a manifest CSV / folder / 'lexicon'"),
+    spoken_language: Optional[str] = typer.Option(None, "--spoken-language", "-s"),
+    signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l"),
+    out: Path = typer.Option(..., "--out", "-o", help=".npy (embeddings only) or .parquet (with metadata)"),
+    batch_size: int = 32,
+) -> None:
+    """Embed poses or texts into OUT (.npy, or .parquet with one row per item and its metadata)."""
+    import pandas as pd
+
+    from signclip.data.shards import is_shard_dir
+    from signclip.export.embeddings import check_output, embed_shards, write_embeddings
+    from signclip.models.signclip import load
+
+    try:
+        check_output(out)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if inputs and len(inputs) == 1 and is_shard_dir(inputs[0]):  # every rank embeds its row groups (torchrun)
+        from signclip.training.distributed import cleanup
+
+        if embed_shards(model, inputs[0], out, batch_size=batch_size) is not None:
+            typer.echo(f"wrote embeddings of {inputs[0]} to {out}")
+        cleanup()
+        return
+    m = load(model)
+    if texts:
+        emb = m.encode_text(texts, spoken_language, signed_language, batch_size=batch_size, progress=True)
+        meta = pd.DataFrame({"text": texts, "prompt": m.prompts(texts, spoken_language, signed_language)})
+    else:
+        if manifest:
+            from signclip.data.manifests import load_dataset
+
+            meta = load_dataset(manifest)
+            paths = meta["path"].tolist()
+        else:
+            paths = [str(p) for i in inputs or [] for p in (pose_files(Path(i)) if Path(i).is_dir() else [Path(i)])]
+            meta = pd.DataFrame({"path": paths})
+        if not paths:
+            raise typer.BadParameter("nothing to embed: give .pose files, folders, --manifest or --text")
+        emb = m.encode_pose(paths, batch_size=batch_size, progress=True)
+    write_embeddings(emb, meta, out)
+    typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out}")
+
+
+def pose_cmd(
+    source: Path = typer.Argument(..., help="a video, or a folder searched recursively for videos"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (mirrors the input folder), or a .pose file"),
+    workers: int = typer.Option(max(1, min(2, os.cpu_count() or 1)), "--workers", "-w",
+                                help="worker processes (one video each)"),
+    overwrite: bool = typer.Option(False, help="convert again even when the .pose file exists"),
+) -> None:
+    """Convert videos to .pose files (MediaPipe Holistic, fps kept); already converted videos are skipped."""
+    from signclip.errors import PoseInputError
+    from signclip.pose.video import convert_videos
+
+    try:
+        summary = convert_videos(source, out, workers=workers, overwrite=overwrite)
+    except PoseInputError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(str(summary))
+    if summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,33 @@
+"""``signclip serve``: the HTTP service (FastAPI + uvicorn) with its web page."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve_cmd(
+    model: Path = typer.Argument(..., help="saved model directory"),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory for /api/search"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    batching: bool = typer.Option(True, help="dynamic batching of concurrent requests"),
+    max_batch: int = typer.Option(32, help="largest batch the model runs"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a batch waits for more requests"),
+    max_queue: int = typer.Option(4096, help="queued inputs per modality before answering 503"),
+    max_upload_mb: float = typer.Option(50.0, help="largest request body (MB)"),
+    max_frames: Optional[int] = typer.Option(None, help="longer poses are resampled (default: the model's)"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+) -> None:
+    """Serve MODEL over HTTP (FastAPI + uvicorn): /api/embed/text, /api/embed/pose, /api/search, web page at /."""
+    from signclip.serve import ServeSettings, serve
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_frames=max_frames,
+                             batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
+    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)")
+    serve(str(model), str(index) if index else None, host, port, settings)

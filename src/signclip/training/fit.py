@@ -1,0 +1,77 @@
+"""``fit``: a dataset table (or a shard directory) in, the best trained model out.
+
+Split (saved to ``RUN/splits.csv`` and reused on resume), preprocess, :func:`~signclip.training.loop.train`,
+and reload the best model. Under torchrun every rank runs this; rank 0 writes the files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from signclip.config import ModelConfig, TrainConfig
+from signclip.data.arrays import SplitData, load_split, table_prompts
+from signclip.data.manifests import load_manifest
+from signclip.data.shards import ShardSplit
+from signclip.data.splits import SPLITS, ensure_split
+from signclip.models.signclip import SignCLIP
+from signclip.training.distributed import barrier, broadcast_object, init_distributed, resolve_device
+from signclip.training.loop import train
+
+
+def prepare_splits(df: pd.DataFrame, model: SignCLIP, cfg: TrainConfig, progress: bool = True) -> dict[str, SplitData]:
+    """Split (deterministically), preprocess each split once (prompts come from training)."""
+    df = ensure_split(df, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    return {split: load_split(df[df["split"] == split], model.cfg.pose, progress) for split in SPLITS}
+
+
+def new_model(model_cfg: ModelConfig | str | SignCLIP, seed: int) -> SignCLIP:
+    """The model to train: given, or created with initial weights fixed by ``seed`` (as the split is)."""
+    if isinstance(model_cfg, SignCLIP):
+        return model_cfg
+    torch.manual_seed(seed)
+    return SignCLIP.create(model_cfg)
+
+
+def reload_best(out: Path, splits: dict, cfg: TrainConfig) -> SignCLIP:
+    """The best model of a run, with the prompts of the in-memory splits made by it."""
+    best = SignCLIP.load(out / "best", device=resolve_device(cfg.device))
+    for data in splits.values():
+        if isinstance(data, SplitData):
+            data.prompts = table_prompts(best, data.df)
+    return best
+
+
+def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: TrainConfig, out_dir: str | Path,
+        resume: bool = True, progress: bool = True) -> tuple[SignCLIP, dict[str, SplitData], dict]:
+    """Split, preprocess, train, and reload the best model; returns it, the splits and the run summary."""
+    env = init_distributed(train_cfg.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits_csv = out / "splits.csv"
+    if broadcast_object(resume and splits_csv.exists()):
+        data = load_manifest(splits_csv)
+    else:
+        data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
+    barrier()  # every rank has read splits.csv before rank 0 rewrites it
+    if env.is_main:
+        data.to_csv(splits_csv, index=False)
+    model = new_model(model_cfg, train_cfg.seed)
+    splits = prepare_splits(data, model, train_cfg, progress)
+    summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
+    return reload_best(out, splits, train_cfg), splits, summary
+
+
+def fit_shards(root: str | Path, model_cfg: ModelConfig | str | SignCLIP, cfg: TrainConfig, out_dir: str | Path,
+               resume: bool = True, progress: bool = True) -> tuple[SignCLIP, dict, dict]:
+    """:func:`fit` for a shard directory: stream the training rows, validate on the validation rows
+    (loaded into memory), reload the best model."""
+    init_distributed(cfg.device)
+    model = new_model(model_cfg, cfg.seed)
+    data = ShardSplit(root, "train")
+    data.check(model.cfg.pose)
+    splits = {"train": data, "validation": ShardSplit(root, "validation").load(progress),
+              "test": ShardSplit(root, "test")}
+    summary = train(model, splits, cfg, out_dir, resume=resume, progress=progress)
+    return reload_best(Path(out_dir), splits, cfg), splits, summary

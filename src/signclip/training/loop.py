@@ -1,0 +1,253 @@
+"""The training loop: AdamW, warm-up + cosine schedule, clipping, accumulation, checkpoints, exact resume.
+
+Output directory::
+
+    splits.csv                  every example with its train/validation/test split (written by fit)
+    train_config.json           the TrainConfig used
+    checkpoints/last/           model + trainer state, every save_every steps
+    best/                       the model with the best validation metric
+    log.jsonl, log.csv          losses, learning rate, temperature and validation metrics per step
+
+Under ``torchrun`` (see :mod:`signclip.training.distributed`) the same code runs data-parallel:
+``batch_size`` is per process, each global batch of ``batch_size x world`` examples is split across
+ranks, the contrastive loss sees the whole global batch (``gather_with_grad``), DDP averages gradients,
+and rank 0 alone logs, validates and writes checkpoints. ``splits['train']`` is either preprocessed
+arrays in memory (:class:`SplitData`) or a stream of packed shards (:class:`ShardSplit`).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from signclip.config import TrainConfig
+from signclip.data.arrays import SplitData, table_prompts
+from signclip.data.manifests import optional_column
+from signclip.data.shards import ShardSplit
+from signclip.eval.retrieval import evaluate_split
+from signclip.models.signclip import SignCLIP
+from signclip.text.prompts import language_prompt
+from signclip.training.batches import MemorySource, PoseTextDataset
+from signclip.training.checkpoints import append_log, has_checkpoint, load_checkpoint, read_log, save_checkpoint
+from signclip.training.distributed import barrier, broadcast_object, gather_with_grad, init_distributed
+from signclip.training.objectives import Objective, no_gather
+from signclip.training.optim import enable_gradient_checkpointing, lr_lambda, make_ema, make_optimizer
+from signclip.training.streaming import ShardSource
+
+
+def language_prompts_for(model: SignCLIP, df: pd.DataFrame) -> list[str | None]:
+    """The text-free ``<en> <ase>`` prompt of each row (None where the row has no language)."""
+    return [language_prompt(s, g, model.cfg.prompt_template)
+            for s, g in zip(optional_column(df, "spoken_language"), optional_column(df, "signed_language"))]
+
+
+def wrap_ddp(objective: Objective, device: torch.device, find_unused_parameters: bool = True) -> nn.Module:
+    """DDP over the objective: gradients averaged over ranks. The buffers (feature statistics) are
+    constant during training, so they are not re-broadcast before every forward."""
+    sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
+        DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})
+    return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters, **sync)
+
+
+def fit_model_to_data(model: SignCLIP, splits: dict) -> None:
+    """The model's preprocessing statistics and languages from the training data; prompts of every split
+    held in memory (a language seen only in validation/test must not break prompt building)."""
+    train_data = splits["train"]
+    in_memory = [d for d in splits.values() if isinstance(d, SplitData)]
+    spoken = [c for d in in_memory for c in optional_column(d.df, "spoken_language")]
+    signed = [c for d in in_memory for c in optional_column(d.df, "signed_language")]
+    if isinstance(train_data, SplitData):
+        if len(train_data.arrays) < 2:
+            raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
+        model.fit_preprocessing(train_data.arrays, spoken, signed)
+    else:  # packed shards: languages and feature statistics were computed while packing
+        shard_spoken, shard_signed = train_data.languages()
+        model.fit_preprocessing(spoken_languages=shard_spoken + spoken, signed_languages=shard_signed + signed,
+                                statistics=train_data.statistics())
+    for data in in_memory:
+        data.prompts = table_prompts(model, data.df)
+
+
+def batch_source(model: SignCLIP, train_data: SplitData | ShardSplit, cfg: TrainConfig, env):
+    """What yields the training batches: in-memory examples, or a stream of packed shards."""
+    if isinstance(train_data, SplitData):
+        dataset = PoseTextDataset(train_data.arrays, train_data.prompts, model.cfg.pose, cfg.augment, cfg.seed,
+                                  language_prompts_for(model, train_data.df), cfg.language_prompt_p)
+        groups = [(share, train_data.df[col].astype(str).tolist()) for share, col in
+                  ((cfg.text_grouped_batches, "text"), (cfg.language_grouped_batches, "signed_language")) if share > 0]
+        return MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups)
+    if cfg.text_grouped_batches or cfg.language_grouped_batches:
+        raise ValueError("text_grouped_batches / language_grouped_batches need in-memory training data, "
+                         "not streamed shards")
+    return ShardSource.for_model(train_data, model, cfg, env)
+
+
+class Trainer:
+    """One training run of ``model`` on ``splits`` into ``out_dir`` (see the module docstring)."""
+
+    def __init__(self, model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path, progress: bool = True):
+        if cfg.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {cfg.precision!r}")
+        self.model, self.splits, self.cfg, self.progress = model, splits, cfg, progress
+        self.env = init_distributed(cfg.device)
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        fit_model_to_data(model, splits)
+        if self.env.is_main:
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.source = batch_source(model, splits["train"], cfg, self.env)
+        self.steps_per_epoch = max(1, self.source.n_batches() // cfg.grad_accum)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.eval_every = cfg.eval_every or self.steps_per_epoch
+        self.save_every = cfg.save_every or self.steps_per_epoch
+
+        device = self.env.device
+        model.to(device)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.objective = Objective(model, cfg, gather_with_grad if self.env.distributed else no_gather).to(device)
+        self.optimizer = make_optimizer(self.objective, cfg)
+        schedule = lr_lambda(cfg.warmup_steps, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.ema = make_ema(model, cfg.ema_decay)
+        self.step, self.best, self.best_metrics, self.best_state = 0, -math.inf, {}, None
+        self.last = self.out / "checkpoints" / "last"
+        self.log_path = self.out / "log.jsonl"
+        self.log_rows: list[dict] = []
+
+    # ---- the run ------------------------------------------------------------------------------------
+    def run(self, resume: bool = True) -> dict:
+        """Train to ``epochs``, resuming from ``checkpoints/last`` when it exists and ``resume`` is true;
+        returns a summary with the best validation metrics."""
+        if resume and has_checkpoint(self.last):
+            self.resume()
+        net = wrap_ddp(self.objective, self.env.device, self.cfg.find_unused_parameters) if self.env.distributed \
+            else self.objective
+        self.log_rows = [r for r in read_log(self.log_path) if r["step"] <= self.step]
+        if self.env.is_main:  # drop rows past the resume point
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
+                   disable=not (self.progress and self.env.is_main))
+        self.model.train()
+        start = time.time()
+        while self.step < self.total_steps:
+            self.run_epoch(net, bar, start)
+        bar.close()
+        self.finish()
+        return {"steps": self.step, "best_metrics": broadcast_object(self.best_metrics), "seconds": time.time() - start,
+                "world_size": self.env.world_size}
+
+    def run_epoch(self, net: nn.Module, bar: tqdm, start: float) -> None:
+        """The rest of the current epoch: accumulate micro-batches, step, log, validate, checkpoint."""
+        cfg, device = self.cfg, self.env.device
+        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+        micro = 0
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        batches = self.source.loader(epoch, in_epoch * cfg.grad_accum, self.steps_per_epoch * cfg.grad_accum)
+        for x, mask, prompts, ids in batches:
+            # dropout, exactly resumable; rank 0 draws what a single process draws
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step * cfg.grad_accum + micro + self.env.rank * 7_919)
+            sync = micro + 1 == cfg.grad_accum or not self.env.distributed
+            with nullcontext() if sync else net.no_sync():
+                with autocast:
+                    loss, parts = net(x.to(device, non_blocking=True), mask.to(device, non_blocking=True),
+                                      self.model.tokenize(prompts), ids.to(device, non_blocking=True))
+                (loss / cfg.grad_accum).backward()
+            micro += 1
+            if micro < cfg.grad_accum:
+                continue
+            micro = 0
+            row = self.optimizer_step(epoch, loss, parts, start)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                self.validate(row, bar)
+            if self.env.is_main:
+                self.log_rows.append(row)
+                append_log(self.log_path, row)
+            if self.step % self.save_every == 0 or self.step == self.total_steps:
+                self.save()
+            if self.step >= self.total_steps:
+                break
+
+    def optimizer_step(self, epoch: int, loss: torch.Tensor, parts: dict, start: float) -> dict:
+        """Clip, step the optimiser, the schedule and the EMA; the step's log row."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return {"step": self.step, "epoch": epoch, "loss": loss.item(), **parts, "lr": self.scheduler.get_last_lr()[0],
+                "temperature": float(1 / self.model.logit_scale.detach().exp()), "grad_norm": float(grad_norm),
+                "time": time.time() - start}
+
+    def validate(self, row: dict, bar: tqdm) -> None:
+        """Rank 0: retrieval metrics of the kept weights on the validation split; remember the best."""
+        validation = self.splits["validation"]
+        if not self.env.is_main or len(validation.arrays) <= 1:
+            return
+        evaluated = self.model if self.ema is None else self.ema.module  # the weights that would be kept
+        metrics = evaluate_split(evaluated, validation)
+        self.model.train()
+        row.update({f"val/{k}": v for k, v in metrics.items()})
+        higher_is_better = "MedianR" not in self.cfg.best_metric
+        value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
+        if value > self.best:  # kept in memory, written with the next checkpoint
+            self.best, self.best_metrics = value, metrics
+            self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
+
+    # ---- files --------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Rank 0: the best model so far (when it changed) and the resumable checkpoint."""
+        if self.env.is_main:
+            if self.best_state is not None:
+                self.model.save(self.out / "best", self.best_state)
+                self.best_state = None
+            save_checkpoint(self.model, self.last, {
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
+                "best": self.best, "best_metrics": self.best_metrics, "world_size": self.env.world_size,
+                "ema": None if self.ema is None else self.ema.state_dict(),
+                "heads": self.objective.heads_state_dict()})
+        barrier()
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last``: weights, optimiser, schedule, step, best so far, EMA, heads."""
+        loaded, state = load_checkpoint(self.last, self.env.device)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
+        if self.ema is not None and state.get("ema") is not None:  # else: the average starts from the checkpoint
+            self.ema.load_state_dict(state["ema"])
+        if state.get("heads"):
+            self.objective.load_state_dict(state["heads"], strict=False)
+
+    def finish(self) -> None:
+        """Rank 0: without a validation split the last (averaged) weights are the best we have; log.csv."""
+        if self.env.is_main and not (self.out / "best").exists():
+            self.model.save(self.out / "best", None if self.ema is None else self.ema.module.state_dict())
+        if self.env.is_main:
+            pd.DataFrame(self.log_rows).to_csv(self.out / "log.csv", index=False)
+        barrier()
+
+
+def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
+          resume: bool = True, progress: bool = True) -> dict:
+    """Train ``model`` in place on ``splits['train']``, validating on ``splits['validation']``.
+
+    Returns a summary with the best validation metrics. Resumes from ``out_dir/checkpoints/last``
+    when it exists and ``resume`` is true, continuing exactly where it stopped (same world size)."""
+    return Trainer(model, splits, cfg, out_dir, progress).run(resume)

@@ -1,0 +1,33 @@
+"""The layout's rules: imports point down the pipeline (import-linter contracts in pyproject.toml), and
+the core commands work without the optional extras."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from isolation import blocked_python
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).parent / "lint-imports"
+    r = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "0 broken" in r.stdout
+
+
+def test_core_works_without_the_extras():
+    """Train, evaluate and embed need none of the serve, index, export or video extras."""
+    extras = ("fastapi", "fastapi_offline", "uvicorn", "multipart", "faiss", "onnx", "onnxruntime", "mediapipe")
+    code = """
+from typer.testing import CliRunner
+from signclip.cli import app
+import signclip.training, signclip.eval.suite, signclip.eval.report, signclip.export.embeddings
+r = CliRunner().invoke(app, ["--help"])
+assert r.exit_code == 0 and "quickstart" in r.output, r.output
+print("ok")
+"""
+    r = blocked_python(extras, code)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
