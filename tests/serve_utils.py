@@ -38,6 +38,22 @@ def nan_pose(path: str) -> bytes:
     return pose_bytes(Pose(pose.header, NumPyPoseBody(pose.body.fps, data, np.ones_like(pose.body.confidence))))
 
 
+def pose_with_fps(path: str, fps: float) -> bytes:
+    """A real pose whose header claims another frame rate."""
+    pose = read_pose(path)
+    return pose_bytes(Pose(pose.header, NumPyPoseBody(fps, pose.body.data, pose.body.confidence)))
+
+
+def far_keypoints(path: str) -> list:
+    """Preprocessed keypoints (tiny's layout) with one point at 1e20 shoulder widths, as JSON lists."""
+    from signclip.config import PoseConfig
+    from signclip.pose.preprocess import preprocess
+
+    x = np.nan_to_num(preprocess(path, PoseConfig()))
+    x[0, -1] = 1e20
+    return x.tolist()
+
+
 def corrupt_pose(path: str) -> bytes:
     data = open(path, "rb").read()
     return data[:200] + bytes(range(256)) * 4

@@ -109,3 +109,55 @@ def test_unknown_language_code(trained_model_dir):
 @pytest.mark.parametrize("texts", ["", "   ", ["A", ""], []])
 def test_empty_text(tiny_model, texts):
     expect(TextInputError, "text", tiny_model.encode_text, texts)
+
+
+@pytest.mark.parametrize("fps", [0.001, 0.0, -25.0, float("nan"), float("inf"), 5000.0])
+def test_implausible_frame_rate_in_the_header(tiny_model, lexicon_paths, make_pose, fps):
+    """A header claiming fps = 0.001 once made the server resample a 258-frame pose to 6.5 M frames."""
+    path = make_pose(lexicon_paths[0], fps=fps)
+    assert "frame rate" in expect(PoseInputError, path, tiny_model.encode_pose, path)
+
+
+def test_too_many_frames(tiny_model, lexicon_paths, monkeypatch):
+    import signclip.pose.io
+
+    monkeypatch.setattr(signclip.pose.io, "MAX_FRAMES", 20)  # instead of writing a 100,000-frame file
+    assert "too large" in expect(PoseInputError, lexicon_paths[0], tiny_model.encode_pose, lexicon_paths[0])
+
+
+def test_absurd_coordinates(tiny_model, lexicon_paths, make_pose):
+    """Keypoints of 1e20 (shoulder widths) once reached the model and came back as a 500."""
+    x = tiny_model.preprocess_pose(lexicon_paths[0]).copy()
+    x[0, -1] = 1e20
+    assert "shoulder widths" in expect(PoseInputError, "keypoints", tiny_model.preprocess_pose, x, "keypoints")
+
+    from signclip.pose.layout import get_layout
+    from signclip.pose.preprocess import header_indices
+
+    wrist = header_indices(read_pose(lexicon_paths[0]), get_layout("reduce_holistic"))[-21]  # right wrist
+
+    def far_point(data, conf):
+        data[:, :, wrist] = 1e20
+        conf[:, :, wrist] = 1.0
+        return data, conf
+
+    path = make_pose(lexicon_paths[0], far_point)
+    assert "shoulder widths" in expect(PoseInputError, path, tiny_model.encode_pose, path)
+
+
+@pytest.mark.parametrize("field", ["text", "spoken_language"])
+def test_text_that_is_not_valid_unicode(tiny_model, field):
+    """A lone surrogate ("\\ud800", valid in JSON) once reached the tokenizer and came back as a 500."""
+    kwargs = {"texts": ["house"], "spoken_language": "en", "signed_language": "ase", field: "\ud800"}
+    if field == "text":
+        kwargs["texts"] = ["\ud800"]
+        del kwargs["text"]
+    assert "not valid Unicode" in expect(TextInputError, field, tiny_model.encode_text, **kwargs)
+
+
+def test_skip_unusable_poses(tiny_model, lexicon_paths, tmp_path):
+    bad = tmp_path / "bad.pose"
+    bad.write_bytes(b"not a pose")
+    emb, skipped = tiny_model.encode_pose([lexicon_paths[0], str(bad), lexicon_paths[1]], errors="skip")
+    assert emb.shape == (2, tiny_model.cfg.embed_dim) and list(skipped) == [1] and str(bad) in skipped[1]
+    np.testing.assert_allclose(emb, tiny_model.encode_pose(lexicon_paths[:2]), atol=1e-6)

@@ -82,3 +82,65 @@ def test_embed_bad_suffix_and_nothing(cli_run):
     tmp, run = cli_run
     assert runner.invoke(app, ["embed", str(run / "best"), "--text", "A", "--out", str(tmp / "x.txt")]).exit_code != 0
     assert runner.invoke(app, ["embed", str(run / "best"), "--out", str(tmp / "x.npy")]).exit_code != 0
+
+
+def one_line_error(*args, status=2):
+    """Run a command that must fail: its output is one `error: ...` line, no traceback."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == status, result.output + repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_user_errors_are_one_line(cli_run, tmp_path, lexicon_paths):
+    tmp, run = cli_run
+    assert "no-such.csv: no such manifest" in one_line_error("train", tmp_path / "no-such.csv", "-o", tmp_path / "r")
+    pd.DataFrame({"path": lexicon_paths[:2]}).to_csv(tmp_path / "notext.csv", index=False)
+    assert "lacks column(s) ['text']" in one_line_error("train", tmp_path / "notext.csv", "-o", tmp_path / "r")
+    assert "not a saved signclip model" in one_line_error("embed", tmp_path / "nope", "--text", "A", "-o",
+                                                          tmp_path / "e.npy")
+    assert "unknown language code 'xx'" in one_line_error("embed", run / "best", "--text", "A", "-s", "xx", "-o",
+                                                          tmp_path / "e.npy")
+    (tmp_path / "bad.pose").write_bytes(b"corrupt")
+    assert "nothing embedded" in one_line_error("embed", run / "best", tmp_path / "bad.pose", "-o", tmp_path / "e.npy")
+    assert "unknown TrainConfig field" in one_line_error("train", tmp / "manifest.csv", "-o", tmp_path / "r",
+                                                         "--config", write_json(tmp_path / "c.json", {"nope": 1}))
+    debug = runner.invoke(app, ["--debug", "embed", str(tmp_path / "nope"), "--text", "A", "-o",
+                                str(tmp_path / "e.npy")])
+    assert isinstance(debug.exception, FileNotFoundError)  # the traceback is there with --debug
+
+
+def write_json(path, value):
+    path.write_text(json.dumps(value))
+    return path
+
+
+def test_embed_skips_unusable_poses_and_lists_them(cli_run, tmp_path, lexicon_paths):
+    _, run = cli_run
+    (tmp_path / "bad.pose").write_bytes(b"corrupt")
+    out = tmp_path / "e.parquet"
+    result = invoke("embed", run / "best", lexicon_paths[0], tmp_path / "bad.pose", lexicon_paths[1], "-o", out)
+    assert "skipped 1 of 3" in result.output and "bad.pose: not a readable .pose file" in result.output
+    assert pd.read_parquet(out)["path"].tolist() == [lexicon_paths[0], lexicon_paths[1]]
+
+
+def test_relative_manifest_paths_work_from_any_directory(cli_run, tmp_path, monkeypatch):
+    """A manifest given by a relative path once put cwd-relative paths into RUN/splits.csv: resume and eval
+    from another directory then failed."""
+    tmp, _ = cli_run
+    data = tmp_path / "project" / "data"
+    data.mkdir(parents=True)
+    rows = pd.read_csv(tmp / "manifest.csv")
+    for i, path in enumerate(rows["path"]):
+        (data / f"{i}.pose").write_bytes(open(path, "rb").read())
+    rows.assign(path=[f"{i}.pose" for i in range(len(rows))]).to_csv(data / "manifest.csv", index=False)
+    monkeypatch.chdir(tmp_path / "project")
+    invoke("train", "data/manifest.csv", "-o", "run", "--model", tmp / "model.json", "--epochs", 1,
+           "--batch-size", 8)
+    monkeypatch.chdir(tmp_path)
+    invoke("eval", "project/run/best", "project/run/splits.csv", "-o", tmp_path / "metrics.json")
+    assert json.loads((tmp_path / "metrics.json").read_text())["pose_to_text/R@1"] >= 0
+    invoke("train", "project/data/manifest.csv", "-o", "project/run", "--model", tmp / "model.json", "--epochs", 2,
+           "--batch-size", 8)  # resumes from another directory
+    assert pd.read_csv(tmp_path / "project" / "run" / "log.csv")["step"].tolist() == [1, 2, 3, 4]

@@ -6,6 +6,7 @@ import json
 import re
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from signclip.cli import app
@@ -59,3 +60,17 @@ def test_signer_independent_split_and_eval(trained_model_dir, tmp_path, lexicon_
     test_signers = set(split_dataset(load_dataset(root), group="signer").query("split == 'test'")["signer"])
     assert test_signers and test_signers < {"1", "2", "3", "4"}
     assert isinstance(pd.read_csv(root / "train.csv"), pd.DataFrame)
+
+
+@pytest.mark.slow
+def test_report_of_a_fresh_model_that_knows_no_language(tmp_path, lexicon):
+    """A freshly created model (no languages, no training) once crashed in the similarity heat-map."""
+    import signclip
+
+    signclip.create_model("tiny").save(tmp_path / "fresh")
+    rows = lexicon[lexicon["signed_language"].isin(["ase", "gsg", "fsl"])].head(36)
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "fresh"), str(tmp_path / "m.csv"), "--report",
+                                      str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (tmp_path / "report" / "similarity.png").exists() and (tmp_path / "report" / "report.md").exists()

@@ -87,3 +87,101 @@ def test_cli_build_add_search(tmp_path, model_dir, lexicon):
     assert json.loads(r.output)[0]["path"] == more["path"].iloc[0]
     r = runner.invoke(app, ["index", "build", model_dir, str(out), "--data", str(tmp_path / "a.csv")])
     assert r.exit_code != 0  # refuses to overwrite
+
+
+WRITER = """
+import sys, time, numpy as np
+from signclip.serve.index import SearchIndex
+path, dim = sys.argv[1], int(sys.argv[2])
+index = SearchIndex.load(path)
+rng = np.random.default_rng(0)
+while True:  # add and save until killed
+    x = rng.normal(size=(20_000, dim)).astype(np.float32)
+    index.add("pose", x / np.linalg.norm(x, axis=1, keepdims=True))
+    index.save(path)
+    print(index.sizes()["pose"], flush=True)
+"""
+
+
+def test_a_writer_killed_mid_write_loses_nothing(tmp_path, pose_embeddings):
+    """`index add` killed with SIGKILL at any moment: the index loads, whole, at a version it had."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dim = pose_embeddings.shape[1]
+    index = SearchIndex(dim)
+    index.add("pose", pose_embeddings)
+    index.save(tmp_path)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(dim)], stdout=subprocess.PIPE,
+                              text=True)
+    saved = [48]
+    try:
+        for delay in (0.0, 0.013, 0.029, 0.041, 0.007):  # kill at staggered moments after a completed save
+            saved.append(int(writer.stdout.readline()))
+            time.sleep(delay)
+            writer.send_signal(signal.SIGSTOP)  # freeze it mid-way, check, then kill for good at the end
+            loaded = SearchIndex.load(tmp_path)
+            assert loaded.sizes()["pose"] in saved + [saved[-1] + 20_000]
+            writer.send_signal(signal.SIGCONT)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    loaded = SearchIndex.load(tmp_path)  # after the kill
+    n = loaded.sizes()["pose"]
+    assert n in saved + [saved[-1] + 20_000] and len(loaded.parts["pose"].metadata) == n
+    assert loaded.search(pose_embeddings[:1], "pose", k=1)[0]["id"].iloc[0] == 0
+
+
+def test_files_of_different_writes_are_refused(tmp_path, pose_embeddings):
+    from signclip.errors import DamagedFileError
+
+    a, b = SearchIndex(pose_embeddings.shape[1]), SearchIndex(pose_embeddings.shape[1])
+    a.add("pose", pose_embeddings[:10], pd.DataFrame({"n": range(10)}))
+    b.add("pose", pose_embeddings[:20], pd.DataFrame({"n": range(20)}))
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    (tmp_path / "a" / "pose.1.parquet").write_bytes((tmp_path / "b" / "pose.1.parquet").read_bytes())
+    with pytest.raises(DamagedFileError, match="does not add up"):
+        SearchIndex.load(tmp_path / "a")
+    (tmp_path / "b" / "pose.1.faiss").write_bytes(b"")  # truncated to nothing
+    with pytest.raises(DamagedFileError, match="not a readable faiss index"):
+        SearchIndex.load(tmp_path / "b")
+
+
+def test_the_index_knows_its_model(tmp_path, model_dir, lexicon):
+    """Another model's embeddings are refused, by dimension and by weights, with a clear message."""
+    import signclip
+    from signclip.models.signclip import load
+
+    model = load(model_dir)
+    index = SearchIndex.for_model(model, model_path=str(model_dir))
+    index.add("text", model.encode_text(["A", "B"]))
+    index.save(tmp_path / "idx")
+    loaded = SearchIndex.load(tmp_path / "idx")
+    loaded.check_model(model)  # the same model: fine
+    other = signclip.create_model("tiny", embed_dim=128)
+    with pytest.raises(ValueError, match="256-d embeddings .* 128-d"):
+        loaded.check_model(other)
+    same_size = untrained_model_dir(tmp_path / "other", lexicon.sample(60, random_state=5))
+    with pytest.raises(ValueError, match="weights"):
+        loaded.check_model(load(same_size))
+    runner = CliRunner()
+    r = runner.invoke(app, ["search", str(tmp_path / "idx"), "--text", "A", "--model", same_size])
+    assert r.exit_code == 2 and r.output.startswith("error: the index was built with")
+    r = runner.invoke(app, ["search", str(tmp_path / "idx"), "--text", "A", "-k", "0"])
+    assert r.exit_code == 2 and "-k" in r.output
+
+
+def test_manifest_columns_named_like_result_columns(tmp_path, model_dir, lexicon):
+    """A manifest column `id`, `score` or `rank` once made every later search fail."""
+    rows = lexicon.iloc[:6].assign(id=range(100, 106), score=1.0, rank="x")
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", "build", model_dir, str(tmp_path / "idx"), "--data", str(tmp_path / "m.csv")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["search", str(tmp_path / "idx"), "--text", "A", "--json", "-k", "3"])
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.output)[0]
+    assert top["rank"] == 1 and top["meta_id"] in range(100, 106) and top["meta_rank"] == "x"

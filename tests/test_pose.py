@@ -220,3 +220,14 @@ def test_augment_shapes_and_determinism(lexicon_paths):
     before = x.copy()
     augment(x, layout, AugmentConfig(), np.random.default_rng(1), 128)
     np.testing.assert_array_equal(x, before)
+
+
+def test_low_frame_rate_is_capped_before_resampling(lexicon_paths, make_pose):
+    """1 fps to the model's 25 would be 25x the frames: one resampling straight to max_frames instead."""
+    src = lexicon_paths[0]
+    frames = read_pose(src).body.data.shape[0]
+    cfg = PoseConfig(fps=25.0, max_frames=64)
+    assert frames * 25 > 64
+    x = preprocess(make_pose(src, fps=1.0), cfg)
+    assert x.shape[0] == 64
+    np.testing.assert_allclose(x, resample_frames(preprocess(src, PoseConfig(max_frames=10_000)), 64), atol=1e-6)

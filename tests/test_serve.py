@@ -10,14 +10,27 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_utils import corrupt_pose, live_server, long_pose, nan_pose, untrained_model_dir, zero_frame_pose
+from serve_utils import (
+    corrupt_pose,
+    far_keypoints,
+    live_server,
+    long_pose,
+    nan_pose,
+    pose_with_fps,
+    untrained_model_dir,
+    zero_frame_pose,
+)
 
 MAX_UPLOAD = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, lexicon_paths, lexicon):
-    model_dir = untrained_model_dir(tmp_path_factory.mktemp("serve_model"), lexicon)
+def model_dir(tmp_path_factory, lexicon):
+    return untrained_model_dir(tmp_path_factory.mktemp("serve_model"), lexicon)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, lexicon_paths, lexicon):
     with live_server(model_dir, lexicon_paths[:24], lexicon, max_upload_bytes=MAX_UPLOAD, max_batch=8,
                      max_wait_ms=5) as s:
         yield s
@@ -133,7 +146,8 @@ def test_search_text_to_poses_and_pose_to_texts(client, server, lexicon_paths):
     assert r.status_code == 200, r.text
     assert r.json()["target"] == "text" and len(r.json()["results"]) == 3 and "prompt" in r.json()["results"][0]
     r = client.post("/api/search", json={"pose": b64(lexicon_paths[0]), "target": "pose", "k": 1})
-    assert r.json()["results"][0]["path"] == lexicon_paths[0]  # a pose finds itself
+    path = r.json()["results"][0]["path"]  # relative to the indexed data's folder: no server paths leak
+    assert lexicon_paths[0].endswith("/" + path) and not path.startswith("/")  # a pose finds itself
     assert r.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
@@ -160,6 +174,8 @@ BAD = {
     "bad json": lambda p: ("application/json", b"{nope", 400, "JSON"),
     "no pose": lambda p: ("json", {}, 422, "no pose"),
     "keypoints wrong shape": lambda p: ("json", {"keypoints": [[[1.0, 2.0]]]}, 422, "keypoints[0]"),
+    "frame rate 0.001": lambda p: ("multipart", pose_with_fps(p, 0.001), 422, "frame rate"),
+    "keypoints of 1e20": lambda p: ("json", {"keypoints": far_keypoints(p)}, 422, "shoulder widths"),
 }
 
 
@@ -195,9 +211,12 @@ def test_ten_thousand_frames_are_resampled(client, server, lexicon_paths):
     ({"text": ["A"], "signed_language": "xx-unknown"}, 422, "unknown language code"),
     ({"text": [1, 2]}, 422, "text"),
     ([1, 2], 400, "JSON object"),
+    ({"text": ["\ud800"]}, 422, "not valid Unicode"),
+    ({"text": ["A"], "spoken_language": "\udfff"}, 422, "not valid Unicode"),
 ])
 def test_bad_text_input(client, body, status, message):
-    r = client.post("/api/embed/text", json=body)
+    # json.dumps escapes lone surrogates ("\\ud800"), as a JavaScript client's JSON.stringify does
+    r = client.post("/api/embed/text", content=json.dumps(body), headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert message in r.json()["detail"]
     assert client.post("/api/embed/text", json={"text": ["A"]}).status_code == 200
@@ -209,3 +228,75 @@ def test_bad_search_input(client, lexicon_paths):
     r = client.post("/api/search", json={})
     assert r.status_code == 422 and "no pose given" in r.json()["detail"]
     assert client.post("/api/search", json={"text": "A"}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def guarded(model_dir):
+    """A second server with an API key, a CORS origin and short timeouts."""
+    from signclip.models.signclip import load
+    from signclip.serve import ServerThread, ServeSettings, create_app
+
+    settings = ServeSettings(api_key="s3cret", cors_origins=("https://example.org",), read_timeout_s=1.0,
+                             header_timeout_s=1.0)
+    app = create_app(load(model_dir), None, settings)
+    app.add_api_route("/api/boom", lambda: 1 / len("/etc/secret-path"[:0]))  # an internal error (ZeroDivision)
+    with ServerThread(app) as url:
+        yield url
+
+
+def test_api_key(guarded):
+    with httpx.Client(base_url=guarded, timeout=30) as c:
+        assert c.get("/api/health").status_code == 200 and c.get("/").status_code == 200  # open
+        for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            r = c.post("/api/embed/text", json={"text": ["A"]}, headers=headers)
+            assert r.status_code == 401 and "API key" in r.json()["detail"]
+        for headers in ({"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}):
+            assert c.post("/api/embed/text", json={"text": ["A"]}, headers=headers).status_code == 200
+        assert "s3cret" not in c.get("/api/info", headers={"X-API-Key": "s3cret"}).text
+
+
+def test_cors_origins(guarded):
+    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key,content-type"}
+    with httpx.Client(base_url=guarded, timeout=30) as c:
+        r = c.options("/api/embed/text", headers={"Origin": "https://example.org", **pre})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
+        r = c.options("/api/embed/text", headers={"Origin": "https://evil.example", **pre})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_internal_errors_do_not_leak_details(guarded):
+    r = httpx.get(guarded + "/api/boom", headers={"X-API-Key": "s3cret"}, timeout=30)
+    assert r.status_code == 500 and "reference" in r.json()["detail"]
+    assert "ZeroDivision" not in r.text and "secret-path" not in r.text
+
+
+def test_trickled_body_gets_408_and_silent_connections_are_closed(guarded):
+    """A body that does not arrive in time is answered 408; a connection that never sends its headers is
+    closed by the server (uvicorn alone keeps both open forever)."""
+    import socket
+    import time
+
+    host, port = guarded.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /api/embed/text HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"text\"")
+        start = time.time()
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and time.time() - start < 5, answer[:200]
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        start = time.time()
+        assert s.recv(4096) == b"" and time.time() - start < 5  # closed after the 1 s header timeout
+    assert httpx.get(guarded + "/api/health", timeout=10).status_code == 200
+
+
+def test_index_of_another_model_is_refused(model_dir):
+    from signclip.models.signclip import load
+    from signclip.serve import create_app
+    from signclip.serve.index import SearchIndex
+
+    model = load(model_dir)
+    index = SearchIndex(128)  # embeddings of a 128-d model
+    index.add("text", np.eye(128, dtype=np.float32)[:3])
+    with pytest.raises(ValueError, match="128-d"):
+        create_app(model, index)

@@ -211,3 +211,31 @@ def test_video_embedding_equals_its_pose_embedding(holistic, video_pose, tiny_mo
     result = CliRunner().invoke(app, ["embed", str(model_dir), str(holistic), "-o", str(tmp_path / "e.npy")])
     assert result.exit_code == 0, result.output
     assert float(np.load(tmp_path / "e.npy")[0] @ emb[0]) >= 0.999
+
+
+def test_long_videos_are_refused_before_decoding(holistic, tmp_path):
+    """A 30-second blank video once cost the server 9 s of CPU before its 422: over the limit, it is refused
+    from its header (and, for a header without a duration, once decoding passes the limit)."""
+    import time
+
+    from signclip.errors import PoseInputError
+
+    long = _black_clip(tmp_path / "long.mp4", frames=750)  # 30 s at 25 fps
+    start = time.process_time()
+    with pytest.raises(PoseInputError, match="lasts 30.0 s; at most 20 s"):
+        video_to_pose(long.read_bytes(), "long.mp4", max_seconds=20)
+    assert time.process_time() - start < 2
+    with pytest.raises(PoseInputError, match="lasts"):
+        video_to_pose(holistic, max_seconds=1)  # the real video: 58 frames, 1.9 s
+
+
+def test_the_server_refuses_long_video_uploads(holistic, tiny_model, tmp_path):
+    import httpx
+
+    from signclip.serve import ServerThread, ServeSettings, create_app
+
+    app = create_app(tiny_model, None, ServeSettings(max_video_seconds=1.0))
+    with ServerThread(app) as url:
+        r = httpx.post(url + "/api/embed/pose", files={"file": ("clip.mp4", holistic.read_bytes())}, timeout=60)
+        assert r.status_code == 422 and "at most 1 s" in r.json()["detail"]
+        assert httpx.get(url + "/api/health").status_code == 200

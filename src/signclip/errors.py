@@ -11,3 +11,12 @@ class PoseInputError(SignCLIPInputError):
 
 class TextInputError(SignCLIPInputError):
     """A text or language code that cannot be embedded."""
+
+
+class DamagedFileError(ValueError):
+    """A file signclip wrote (model, checkpoint, index) that cannot be read back: truncated, mismatched
+    with its companions, or not what it claims to be. The message names the file and what to do."""
+
+
+class RunLockedError(RuntimeError):
+    """Another trainer is writing the same run folder."""

@@ -2,26 +2,82 @@
 
 Each module holds one group; heavy imports (torch, the model) happen inside the commands, so
 ``signclip --help`` is quick. ``python -m signclip.cli`` (used by torchrun) runs the same app.
+
+Errors are one line on stderr: ``error: ...`` naming the file or field, exit status 2 for a user's
+mistake (bad input, a missing or damaged file, a locked run folder, a missing extra), 1 for anything
+unexpected. ``--debug`` (or ``SIGNCLIP_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import click
 import typer
 
 from signclip.cli import embedding, evaluation, export, search, serving, training
+from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Contrastive pose–text models for sign language (CLIP for sign language).")
+DEBUG = {"on": False}
+# an optional dependency missing -> the extra that installs it
+EXTRAS = {"fastapi": "serve", "fastapi_offline": "serve", "uvicorn": "serve", "multipart": "serve",
+          "faiss": "index", "onnx": "export", "onnxruntime": "export", "mediapipe": "video"}
+USER_ERRORS = (ValueError, OSError, RunLockedError)  # SignCLIPInputError and DamagedFileError are ValueErrors
 
-app.command("models")(training.models_cmd)
-app.command("train")(training.train_cmd)
-app.command("quickstart")(training.quickstart_cmd)
-app.command("shards")(training.shards_cmd)
-app.command("eval")(evaluation.eval_cmd)
-app.command("embed")(embedding.embed_cmd)
-app.command("pose")(embedding.pose_cmd)
-app.add_typer(search.index_app, name="index")
-app.command("search")(search.search_cmd)
-app.command("serve")(serving.serve_cmd)
-app.add_typer(export.export_app, name="export")
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", envvar="SIGNCLIP_DEBUG",
+                                    help="show the traceback of an error instead of one line")) -> None:
+    """Contrastive pose–text models for sign language (CLIP for sign language)."""
+    DEBUG["on"] = debug
+
+
+def error_message(e: BaseException) -> tuple[str, int]:
+    """The one line to print for an exception, and the exit status."""
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in EXTRAS:
+        extra = EXTRAS[e.name.split(".")[0]]
+        return f"this command needs the {extra} extra: pip install \"signclip[{extra}]\"", 2
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, USER_ERRORS):
+        return text, 2
+    return f"{type(e).__name__}: {text} (unexpected; run with --debug for the traceback)", 1
+
+
+def one_line_errors(command: Callable) -> Callable:
+    """Run a command; an exception becomes ``error: ...`` and an exit status unless ``--debug``."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            if DEBUG["on"]:
+                raise
+            message, status = error_message(e)
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(status) from None
+    return run
+
+
+def command(name: str, function: Callable) -> None:
+    app.command(name)(one_line_errors(function))
+
+
+command("models", training.models_cmd)
+command("train", training.train_cmd)
+command("quickstart", training.quickstart_cmd)
+command("shards", training.shards_cmd)
+command("eval", evaluation.eval_cmd)
+command("embed", embedding.embed_cmd)
+command("pose", embedding.pose_cmd)
+command("search", search.search_cmd)
+command("serve", serving.serve_cmd)
+for group, sub_app in (("index", search.index_app), ("export", export.export_app)):
+    for info in sub_app.registered_commands:
+        info.callback = one_line_errors(info.callback)
+    app.add_typer(sub_app, name=group)
 
 __all__ = ["app"]

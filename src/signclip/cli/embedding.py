@@ -29,6 +29,7 @@ def embed_cmd(
     import pandas as pd
 
     from signclip.data.shards import is_shard_dir
+    from signclip.errors import PoseInputError
     from signclip.export.embeddings import check_output, embed_shards, write_embeddings
     from signclip.models.signclip import load
 
@@ -58,7 +59,15 @@ def embed_cmd(
             meta = pd.DataFrame({"path": paths})
         if not paths:
             raise typer.BadParameter("nothing to embed: give .pose files, folders, --manifest or --text")
-        emb = m.encode_pose(paths, batch_size=batch_size, progress=True)
+        emb, skipped = m.encode_pose(paths, batch_size=batch_size, progress=True, errors="skip")
+        if not len(emb):
+            raise PoseInputError(f"nothing embedded: all {len(paths)} pose(s) are unusable, e.g. "
+                                 f"{next(iter(skipped.values()))}")
+        if skipped:
+            typer.echo(f"skipped {len(skipped)} of {len(paths)} unusable pose(s):", err=True)
+            for message in skipped.values():
+                typer.echo(f"  {message}", err=True)
+        meta = meta.drop(index=meta.index[list(skipped)])
     write_embeddings(emb, meta, out)
     typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out}")
 

@@ -79,7 +79,7 @@ def index_build(
     if (out / "index.json").exists() and not overwrite:
         raise typer.BadParameter(f"{out}: an index exists; use `signclip index add` or --overwrite")
     m = load(model)
-    index = SearchIndex(m.cfg.embed_dim, kind, model=str(model.resolve()))
+    index = SearchIndex.for_model(m, kind, str(model.resolve()))
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
                           batch_size)
     index.save(out)
@@ -104,6 +104,7 @@ def index_add(
 
     index = SearchIndex.load(index_dir)
     m = load(model or index.model)
+    index.check_model(m)
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
                           batch_size)
     index.save(index_dir)
@@ -116,7 +117,7 @@ def search_cmd(
     pose: Optional[Path] = typer.Option(None, "--pose", "-p", help=".pose query (searches texts if indexed)"),
     spoken_language: Optional[str] = typer.Option(None, "--spoken-language", "-s"),
     signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l"),
-    k: int = typer.Option(10, "-k", help="number of results"),
+    k: int = typer.Option(10, "-k", min=1, help="number of results (at least 1)"),
     target: Optional[str] = typer.Option(None, help="'pose' or 'text' (default: the other modality)"),
     model: Optional[Path] = typer.Option(None, help="model directory (default: the one that built the index)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -130,6 +131,7 @@ def search_cmd(
         raise typer.BadParameter("give exactly one of --text or --pose")
     index = SearchIndex.load(index_dir)
     m = load(model or index.model)
+    index.check_model(m)
     if text is not None:
         query = m.encode_text([text], spoken_language, signed_language)  # (1, E)
         target = target or "pose"

@@ -18,6 +18,14 @@ def serve_cmd(
     max_queue: int = typer.Option(4096, help="queued inputs per modality before answering 503"),
     max_upload_mb: float = typer.Option(50.0, help="largest request body (MB)"),
     max_frames: Optional[int] = typer.Option(None, help="longer poses are resampled (default: the model's)"),
+    max_video_seconds: float = typer.Option(20.0, help="longer uploaded videos are refused before decoding"),
+    read_timeout: float = typer.Option(30.0, help="seconds a request body may take to arrive (else 408)"),
+    header_timeout: float = typer.Option(10.0, help="seconds a connection may take to send its request headers"),
+    api_key: Optional[str] = typer.Option(None, envvar="SIGNCLIP_API_KEY", show_default=False,
+                                          help="require this key in the X-API-Key header on /api/* "
+                                               "(also from SIGNCLIP_API_KEY)"),
+    cors_origin: Optional[list[str]] = typer.Option(None, help="a browser origin allowed to call the API "
+                                                               "(repeatable), e.g. https://example.org"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Serve MODEL over HTTP (FastAPI + uvicorn): /api/embed/text, /api/embed/pose, /api/search, web page at /."""
@@ -28,6 +36,10 @@ def serve_cmd(
 
         torch.set_num_threads(threads)
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_frames=max_frames,
-                             batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
-    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)")
+                             batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             max_video_seconds=max_video_seconds, read_timeout_s=read_timeout,
+                             header_timeout_s=header_timeout, api_key=api_key or None,
+                             cors_origins=tuple(cors_origin or ()))
+    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)"
+               + ("; API key required" if api_key else ""))
     serve(str(model), str(index) if index else None, host, port, settings)

@@ -6,6 +6,7 @@ after loading; :func:`signclip.pose.io.read_pose` reads every path a table can h
 """
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -119,6 +120,6 @@ def normalise_table(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan if col in ("start_ms", "end_ms") else None
-    df["path"] = [str(p if Path(p).is_absolute() else root / p) for p in df["path"]]
+    df["path"] = [os.path.abspath(root / p) for p in df["path"]]  # the same from any working directory
     df["text"] = df["text"].astype(str)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]].reset_index(drop=True)

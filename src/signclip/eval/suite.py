@@ -78,12 +78,17 @@ def _several_languages(df: pd.DataFrame) -> bool:
     return bool(df["signed_language"].notna().any() and df["signed_language"].nunique() > 1)
 
 
-def _colour_labels(ev: pd.DataFrame, max_classes: int = 20) -> tuple[str, list[str]]:
+def _class_labels(ev: pd.DataFrame, max_classes: int = 20) -> list[str]:
+    """Each pose's text, "other" beyond the ``max_classes`` most frequent ones."""
+    top = set(ev["text"].value_counts().index[:max_classes])
+    return [t if t in top else "other" for t in ev["text"].astype(str)]
+
+
+def _colour_labels(ev: pd.DataFrame) -> tuple[str, list[str]]:
     """Colour plots by sign language when there are several, else by the (most frequent) classes."""
     if _several_languages(ev):
         return "signed_language", ev["signed_language"].astype(str).tolist()
-    top = set(ev["text"].value_counts().index[:max_classes])
-    return "text", [t if t in top else "other" for t in ev["text"].astype(str)]
+    return "text", _class_labels(ev)
 
 
 class Suite:
@@ -166,7 +171,7 @@ class Suite:
                 analysis.project_2d(both, method, self.seed), labels + text_labels, out / f"{method}_pose_text.png",
                 f"{method.upper()} of pose (o) and text (x) embeddings by {colour_by}",
                 markers=["o"] * len(ev.emb) + ["x"] * len(self.text_emb))
-        figures["similarity"] = self.similarity_heatmap(ev, colour_by, labels)
+        figures["similarity"] = self.similarity_heatmap(ev, colour_by == "signed_language")
         zs = self.zero_shot
         figures["confusion_zero_shot"] = analysis.plot_confusion(
             zs.confusion, zs.classes, out / "confusion_zero_shot.png", "zero-shot recognition (row-normalised)")
@@ -181,15 +186,18 @@ class Suite:
         if log_csv is not None and Path(log_csv).exists():
             figures["training_curve"] = analysis.plot_training_curves(log_csv, out / "training_curve.png")
 
-    def similarity_heatmap(self, ev: Embedded, colour_by: str, labels: list[str]) -> Path:
-        """Mean similarity of each group's poses to each group's prompts (languages or classes)."""
-        if colour_by == "signed_language" and self.language_id is not None:
+    def similarity_heatmap(self, ev: Embedded, by_language: bool) -> Path:
+        """Mean similarity of each group's poses to each group's prompts: sign languages (when there are
+        several and the model identifies them) or classes."""
+        if by_language and self.language_id is not None:
+            labels = ev.df["signed_language"].astype(str).tolist()
             cols = sorted(set(labels))
             spoken = recognition.spoken_for_signed(ev.df)
             text_emb = self.model.encode_text([""] * len(cols), [spoken.get(g) for g in cols], cols, progress=False)
             sim, rows = analysis.similarity_matrix(ev.emb, labels, text_emb)
             title = "mean similarity: poses by sign language × language prompts"
         else:
+            labels = _class_labels(ev.df)
             cols = sorted(set(labels) - {"other"})
             first = {c: ev.df.index[ev.df["text"].astype(str) == c][0] for c in cols}
             text_emb = self.model.encode_text(cols, [optional(ev.df.at[first[c], "spoken_language"]) for c in cols],

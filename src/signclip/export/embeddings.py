@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from signclip.data.shards import META_COLUMNS, ShardSplit
+from signclip.files import atomic_file
 from signclip.models.signclip import SignCLIP
 from signclip.training.distributed import barrier, init_distributed
 
@@ -28,13 +29,14 @@ def check_output(out: Path) -> Path:
 def write_embeddings(emb: np.ndarray, meta: pd.DataFrame, out: str | Path) -> Path:
     """(N, E) embeddings to ``out``: .npy alone, or .parquet with the N metadata rows."""
     out = check_output(Path(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, emb)
-    else:
-        meta = meta.reset_index(drop=True).copy()
-        meta["embedding"] = list(emb.astype(np.float32))
-        meta.to_parquet(out, index=False)
+    with atomic_file(out) as tmp:
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, emb)
+        else:
+            meta = meta.reset_index(drop=True).copy()
+            meta["embedding"] = list(emb.astype(np.float32))
+            meta.to_parquet(tmp, index=False)
     return out
 
 

@@ -9,6 +9,7 @@ A saved model is a directory::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from signclip.batching import encode_by_length, pad_poses
 from signclip.config import ModelConfig, get_model_config
-from signclip.errors import TextInputError
+from signclip.errors import DamagedFileError, PoseInputError, TextInputError
+from signclip.files import recover_dir, replacing_dir
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.statistics import FeatureStatistics
@@ -32,6 +35,7 @@ from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
 from signclip.text.prompts import make_prompts
 
+WEIGHTS = "model.safetensors"
 PoseInput = PoseSource | np.ndarray  # path, .pose bytes, Pose, or a preprocessed (T, P, D) array
 # ModelConfig.pose_encoder -> pose tower class (each has ``from_config(cfg, layout)``)
 POSE_ENCODERS: dict[str, type[PoseEncoder]] = {"global": PoseEncoder, "partwise": PartwisePoseEncoder}
@@ -49,6 +53,8 @@ class SignCLIP(nn.Module):
         self.text = text
         self.tokenizer = tokenizer
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+        self.weights_file: Path | None = None  # where the weights were loaded from / saved to
+        self._fingerprint: str | None = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -62,28 +68,50 @@ class SignCLIP(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "SignCLIP":
         """Load a model saved with :meth:`save` (no network access)."""
-        path = Path(path)
+        path = recover_dir(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json)")
-        cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+        try:
+            cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+            state = load_file(str(path / WEIGHTS))
+        except (OSError, ValueError, SafetensorError) as e:
+            raise DamagedFileError(f"{path}: cannot read the saved model ({type(e).__name__}: {e})") from None
         text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text)
         model = cls(cfg, text, load_tokenizer(path / "tokenizer"))
-        state = load_file(str(path / "model.safetensors"))
         # models saved before the masked-pose-modelling head moved to the training objective carry it
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("mpm_head.")})
+        model.weights_file = path / WEIGHTS
         return model.to(device).eval()
 
     def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write config, weights (safetensors, incl. preprocessing statistics) and tokenizer.
-        ``state``: weights to write instead of the current ones (e.g. the best seen in training)."""
+        """Write config, weights (safetensors, incl. preprocessing statistics) and tokenizer, crash-safe
+        (a folder written aside, then swapped in). ``state``: weights to write instead of the current
+        ones (e.g. the best seen in training)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
-        save_file(state, str(path / "model.safetensors"))
-        self.tokenizer.save_pretrained(str(path / "tokenizer"))
-        self.text.backbone.config.save_pretrained(str(path / "text_config"))
+        with replacing_dir(path) as tmp:
+            self.write(tmp, state)
+        self.weights_file, self._fingerprint = path / WEIGHTS, None
         return path
+
+    def write(self, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """The files of :meth:`save` into an existing folder (not crash-safe by itself)."""
+        (folder / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
+        save_file(state, str(folder / WEIGHTS))
+        self.tokenizer.save_pretrained(str(folder / "tokenizer"))
+        self.text.backbone.config.save_pretrained(str(folder / "text_config"))
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The first 16 hex digits of the SHA-256 of the weights file this model was loaded from or saved
+        to (None for a model never saved): indexes record it to refuse embeddings of another model."""
+        if self._fingerprint is None and self.weights_file is not None and self.weights_file.is_file():
+            digest = hashlib.sha256()
+            with open(self.weights_file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     @property
     def device(self) -> torch.device:
@@ -148,15 +176,30 @@ class SignCLIP(nn.Module):
 
     @torch.no_grad()
     def encode_pose(self, poses: PoseInput | Sequence[PoseInput], batch_size: int = 32, normalize: bool = True,
-                    progress: bool | None = None) -> np.ndarray:
+                    progress: bool | None = None, errors: str = "raise"):
         """Embed poses (paths, ``.pose`` bytes, ``Pose`` objects or preprocessed arrays) -> (N, E) float32.
 
-        Poses are sorted by length and batched; padding does not change any embedding.
+        Poses are sorted by length and batched; padding does not change any embedding. An unusable pose
+        raises :class:`PoseInputError` naming it; with ``errors="skip"`` it is left out instead and the
+        result is ``(embeddings, skipped)``: (N - len(skipped), E) for the usable poses in input order, and
+        ``{input index: message}`` for the others.
         """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors: expected 'raise' or 'skip', got {errors!r}")
         single = not isinstance(poses, (list, tuple))
         items = [poses] if single else list(poses)
-        arrays = [self.preprocess_pose(p) for p in items]
-        out = self.encode_arrays(arrays, batch_size, normalize, progress)
+        arrays, skipped = [], {}
+        for i, pose in enumerate(items):
+            try:
+                arrays.append(self.preprocess_pose(pose))
+            except PoseInputError as e:
+                if errors == "raise":
+                    raise
+                skipped[i] = str(e)
+        out = self.encode_arrays(arrays, batch_size, normalize, progress) if arrays else \
+            np.zeros((0, self.cfg.embed_dim), dtype=np.float32)
+        if errors == "skip":
+            return out, skipped
         return out[0] if single else out
 
     @torch.no_grad()

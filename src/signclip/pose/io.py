@@ -13,6 +13,9 @@ from signclip.pose.video import is_video_bytes, is_video_path, video_to_pose
 
 PoseSource = Union[str, Path, bytes, Pose]
 KEYPOINT_SUFFIXES = (".parquet", ".npy", ".npz")  # other keypoint formats, see signclip.pose.formats
+FPS_RANGE = (1.0, 1000.0)  # frames per second a pose header may declare
+MAX_FRAMES = 100_000  # frames a pose may have (an hour at 25 fps); longer ones are refused, not read on
+MAX_VALUES = 50_000_000  # frames x people x points a pose may have (~600 MB of float32 xyz)
 
 
 def describe(source: PoseSource) -> str:
@@ -57,9 +60,22 @@ def read_pose(source: PoseSource, name: str | None = None) -> Pose:
             pose = Pose.read(io.BytesIO(data))
         except Exception as e:  # pose-format raises struct/Unicode/Value errors on corrupt data
             raise PoseInputError(f"{name}: not a readable .pose file ({type(e).__name__}: {e})") from None
-    if pose.body.data.ndim != 4 or pose.body.data.shape[0] == 0:
-        raise PoseInputError(f"{name}: pose has zero frames")
+    check_pose(pose, name)
     return pose
+
+
+def check_pose(pose: Pose, name: str = "<Pose>") -> None:
+    """Raise :class:`PoseInputError` unless the pose has frames (not too many) and a plausible frame rate."""
+    shape = pose.body.data.shape
+    if pose.body.data.ndim != 4 or shape[0] == 0:
+        raise PoseInputError(f"{name}: pose has zero frames")
+    if shape[0] > MAX_FRAMES or shape[0] * shape[1] * shape[2] > MAX_VALUES:
+        raise PoseInputError(f"{name}: {shape[0]} frames of {shape[1]} x {shape[2]} points is too large "
+                             f"(at most {MAX_FRAMES} frames and {MAX_VALUES} frames x people x points)")
+    fps = float(pose.body.fps)
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:  # also false for NaN
+        raise PoseInputError(f"{name}: the header's frame rate is {fps:g} fps; expected {FPS_RANGE[0]:g} to "
+                             f"{FPS_RANGE[1]:g}")
 
 
 def crop_pose(pose: Pose, start_ms: float | None, end_ms: float | None, name: str = "<Pose>") -> Pose:

@@ -4,7 +4,8 @@ Steps (each a small function):
 1. select the layout's points by name (body without legs, face contour, both hands);
 2. shoulder normalisation: centre on the shoulder midpoint, scale shoulder width to 1;
 3. mirror a left-handed pose (left hand seen, right hand never) so the signing hand is the right one;
-4. resample to the model's fps, then uniformly down to ``max_frames`` if longer (never a crash).
+4. resample to the model's fps, at most ``max_frames`` frames (one resampling: a long pose or a low frame
+   rate never expands beyond the cap).
 
 :func:`prepare_pose` is the one entry point for any pose input (path, bytes, ``Pose`` or an already
 preprocessed array, which is checked and capped instead): the torch model, the ONNX runtime and the
@@ -20,8 +21,10 @@ from pose_format import Pose
 
 from signclip.config import PoseConfig
 from signclip.errors import PoseInputError
-from signclip.pose.io import PoseSource, describe, read_pose
+from signclip.pose.io import PoseSource, check_pose, describe, read_pose
 from signclip.pose.layout import BODY, Layout, get_layout
+
+MAX_COORDINATE = 1e4  # shoulder widths from the shoulder centre
 
 
 def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
@@ -96,6 +99,7 @@ def resample_frames(x: np.ndarray, num_frames: int) -> np.ndarray:
 
 def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarray:
     """Preprocess a ``Pose`` into (frames, points, dims) float32 with NaN for missing points."""
+    check_pose(pose, name)
     layout = get_layout(cfg.layout)
     x = select_points(pose, layout, name)
     if not np.isfinite(x).any():
@@ -106,11 +110,19 @@ def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarr
         raise PoseInputError(f"{name}: no hand detected in any frame (require_hands=True)")
     if cfg.mirror_left_handed and left and not right:
         x = mirror(x, layout)
-    fps = float(pose.body.fps) if pose.body.fps and pose.body.fps > 0 else cfg.fps
-    if abs(fps - cfg.fps) > 1e-3:
-        x = resample_frames(x, max(1, round(x.shape[0] * cfg.fps / fps)))
-    x = cap_frames(x, cfg.max_frames)
+    fps, frames = float(pose.body.fps), x.shape[0]  # fps checked by read_pose
+    target = frames if abs(fps - cfg.fps) <= 1e-3 else max(1, round(frames * cfg.fps / fps))
+    x = resample_frames(x, min(target, cfg.max_frames))
+    check_magnitude(x, name)
     return np.ascontiguousarray(x[..., : cfg.dims], dtype=np.float32)
+
+
+def check_magnitude(x: np.ndarray, name: str) -> None:
+    """Shoulder-normalised keypoints more than :data:`MAX_COORDINATE` shoulder widths away are no body pose."""
+    seen = x[np.isfinite(x)]
+    if seen.size and np.abs(seen).max() > MAX_COORDINATE:
+        raise PoseInputError(f"{name}: keypoints up to {np.abs(seen).max():.3g} shoulder widths from the "
+                             f"shoulders (at most {MAX_COORDINATE:g}); not a body pose")
 
 
 def cap_frames(x: np.ndarray, max_frames: int) -> np.ndarray:
@@ -129,6 +141,7 @@ def check_array(x: np.ndarray, cfg: PoseConfig, name: str = "array") -> np.ndarr
     x = np.where(np.isfinite(x).all(-1, keepdims=True), x, np.float32(np.nan))  # inf -> missing
     if np.isnan(x).all():
         raise PoseInputError(f"{name}: every coordinate is missing or NaN")
+    check_magnitude(x, name)
     return x
 
 

@@ -10,18 +10,18 @@ module (and the video detection used by :func:`signclip.pose.io.read_pose`) work
 from __future__ import annotations
 
 import io
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 from pose_format import Pose
 
 from signclip.errors import PoseInputError
+from signclip.files import atomic_file
 
 VideoSource = Union[str, Path, bytes]
 
@@ -73,10 +73,12 @@ def _holistic():
     return load_holistic
 
 
-def video_to_pose(source: VideoSource, name: str | None = None, progress: bool = False) -> Pose:
+def video_to_pose(source: VideoSource, name: str | None = None, progress: bool = False,
+                  max_seconds: float | None = None) -> Pose:
     """Run MediaPipe Holistic over every frame of a video (path or bytes) -> ``Pose`` at the video's fps.
 
-    Raises :class:`PoseInputError` when the file is missing or cannot be decoded, or no person is
+    Raises :class:`PoseInputError` when the file is missing or cannot be decoded, is longer than
+    ``max_seconds`` (checked from its header before decoding, and while decoding), or no person is
     detected in any frame; :class:`VideoExtraMissingError` when mediapipe is not installed.
     """
     if name is None:
@@ -96,6 +98,8 @@ def video_to_pose(source: VideoSource, name: str | None = None, progress: bool =
             if not meta.fps or meta.fps <= 0:
                 raise PoseInputError(f"{name}: the video has no frame rate")
             frames = read_frames_exact(container)
+            if max_seconds is not None:
+                frames = _at_most(frames, meta, max_seconds, name)
             if progress:
                 from tqdm import tqdm
 
@@ -115,6 +119,20 @@ def video_to_pose(source: VideoSource, name: str | None = None, progress: bool =
     return pose
 
 
+def _at_most(frames: Iterable, meta, max_seconds: float, name: str) -> Iterator:
+    """The frames of a video no longer than ``max_seconds``: refused from the header's duration when it has
+    one, else once decoding passes the limit."""
+    duration = meta.duration or (meta.nb_frames / meta.fps if meta.nb_frames else None)
+    if duration is not None and duration > max_seconds:
+        raise PoseInputError(f"{name}: the video lasts {duration:.1f} s; at most {max_seconds:g} s are accepted")
+    limit = int(max_seconds * meta.fps) + 1
+    for i, frame in enumerate(frames):
+        if i >= limit:
+            raise PoseInputError(f"{name}: the video lasts more than {max_seconds:g} s; at most {max_seconds:g} s "
+                                 "are accepted")
+        yield frame
+
+
 def check_person(pose: Pose, name: str = "<Pose>") -> None:
     """Raise :class:`PoseInputError` when no body, face or hand point is seen in any frame."""
     offset, seen = 0, False
@@ -129,16 +147,9 @@ def check_person(pose: Pose, name: str = "<Pose>") -> None:
 
 
 def write_pose(pose: Pose, out: str | Path) -> None:
-    """Write a ``.pose`` file atomically (a partial file never looks converted)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pose.write(f)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a ``.pose`` file crash-safely (a partial file never looks converted)."""
+    with atomic_file(out) as tmp, open(tmp, "wb") as f:
+        pose.write(f)
 
 
 def convert_video(video: str | Path, out: str | Path, progress: bool = False) -> int:

@@ -7,7 +7,9 @@ concurrent requests share model calls; results equal the model's embedding of ea
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -33,9 +36,8 @@ from signclip.serve.schemas import (
     SearchRequest,
     SearchResponse,
     TextRequest,
-    records,
 )
-from signclip.serve.service import ApiError, ServeSettings, Service, read_body
+from signclip.serve.service import ApiError, ServeSettings, Service
 
 log = logging.getLogger("signclip.serve")
 STATIC = Path(str(resources.files("signclip.serve") / "static"))
@@ -71,12 +73,36 @@ def create_app(model, index=None, settings: ServeSettings | None = None) -> Fast
                          description="Embed sign-language poses and texts into one space; search an index.")
     app.state.service = svc
     app.router.add_event_handler("shutdown", svc.close)
+    add_access_control(app, svc.settings)
     add_error_handlers(app)
     add_service_routes(app, svc)
     add_embed_routes(app, svc)
     add_search_route(app, svc)
     add_pose_routes(app, svc)
     return app
+
+
+OPEN_PATHS = ("/api/health",)  # reachable without the API key (the page and its assets are not under /api)
+
+
+def add_access_control(app: FastAPI, settings: ServeSettings) -> None:
+    """An API key on ``/api/*`` (but the health check), compared in constant time; CORS origins."""
+    if settings.api_key:
+        expected = settings.api_key.encode()
+
+        @app.middleware("http")
+        async def require_key(request: Request, call_next):
+            path = request.url.path
+            if path.startswith("/api/") and path not in OPEN_PATHS and request.method != "OPTIONS":
+                given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+                    "Bearer ")
+                if not hmac.compare_digest(given.encode(), expected):
+                    return _error(401, "API key missing or wrong: send it in the X-API-Key header", "Unauthorized")
+            return await call_next(request)
+
+    if settings.cors_origins:  # added last, so it runs first and answers pre-flight requests
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "x-api-key", "authorization"])
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -95,8 +121,9 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception):
-        log.exception("internal error")
-        return _error(500, f"internal error: {type(e).__name__}: {e}", "InternalError")
+        ref = secrets.token_hex(4)
+        log.exception("internal error %s", ref)  # the details go to the server log, not to the client
+        return _error(500, f"internal error (reference {ref} in the server log)", "InternalError")
 
 
 def add_service_routes(app: FastAPI, svc: Service) -> None:
@@ -110,7 +137,8 @@ def add_service_routes(app: FastAPI, svc: Service) -> None:
         cfg = svc.model.cfg
         return {"model": cfg.to_dict(), "embed_dim": cfg.embed_dim, "spoken_languages": cfg.spoken_languages,
                 "signed_languages": cfg.signed_languages, "prompt_template": cfg.prompt_template,
-                "index": svc.index.sizes() if svc.index else None, "limits": asdict(svc.settings),
+                "index": svc.index.sizes() if svc.index else None,
+                "limits": {k: v for k, v in asdict(svc.settings).items() if k != "api_key"},
                 "max_frames": svc.max_frames,
                 "batches": {"text": [svc.text_batcher.batches, svc.text_batcher.items],
                             "pose": [svc.pose_batcher.batches, svc.pose_batcher.items]}}
@@ -130,7 +158,7 @@ def embedding_response(emb: np.ndarray, extra: dict | None = None) -> JSONRespon
 def add_embed_routes(app: FastAPI, svc: Service) -> None:
     """``/api/embed/text`` and ``/api/embed/pose``, on POST and (for reference clients) GET."""
     async def embed_text(request: Request):
-        body = await read_body(request, svc.settings.max_upload_bytes)
+        body = await svc.read_body(request)
         if request.method == "GET" and not body.strip():  # GET ?text=a&text=b&spoken_language=en
             q = request.query_params
             payload = TextRequest(text=q.getlist("text") or None, spoken_language=q.get("spoken_language"),
@@ -141,7 +169,7 @@ def add_embed_routes(app: FastAPI, svc: Service) -> None:
         return embedding_response(await svc.embed_texts(prompts), {"prompts": prompts})
 
     async def embed_pose(request: Request):
-        body = await read_body(request, svc.settings.max_upload_bytes)
+        body = await svc.read_body(request)
         return embedding_response(await svc.embed_arrays(await svc.pose_arrays(request, body)))
 
     for method in ("POST", "GET"):
@@ -159,7 +187,7 @@ def add_search_route(app: FastAPI, svc: Service) -> None:
     """``/api/search``: a text or a pose against the loaded index."""
     async def parse(request: Request) -> tuple[SearchRequest, list[np.ndarray] | None]:
         """The search request and, for a pose query, its preprocessed pose (multipart or JSON body)."""
-        body = await read_body(request, svc.settings.max_upload_bytes)
+        body = await svc.read_body(request)
         ctype = _content_type(request)
         if ctype == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=20)
@@ -193,7 +221,7 @@ def add_search_route(app: FastAPI, svc: Service) -> None:
             table = (await run_in_threadpool(svc.index.search, emb, target, min(req.k, svc.settings.max_k)))[0]
         except KeyError as e:
             raise ApiError(409, f"target: {e.args[0]}", "NoIndex") from None
-        return JSONResponse({"query": query, "target": target, "results": records(table)})
+        return JSONResponse({"query": query, "target": target, "results": svc.results(table)})
 
 
 def add_pose_routes(app: FastAPI, svc: Service) -> None:
@@ -202,7 +230,7 @@ def add_pose_routes(app: FastAPI, svc: Service) -> None:
               openapi_extra=_doc_body(PoseRequest, multipart=True))
     async def pose_keypoints(request: Request):
         """The preprocessed (shoulder-normalised, resampled) keypoints of one pose, for drawing."""
-        body = await read_body(request, svc.settings.max_upload_bytes)
+        body = await svc.read_body(request)
         arrays = await svc.pose_arrays(request, body)
         return JSONResponse(keypoints_payload(arrays[0], svc))
 

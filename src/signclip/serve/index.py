@@ -2,11 +2,17 @@
 
 An index directory::
 
-    index.json          kind, dimension, model path, number of vectors per part
-    pose.faiss          faiss index of pose embeddings   (row i <-> pose.parquet row i)
-    pose.parquet        metadata of each pose (path, text, languages, ...)
-    text.faiss          faiss index of text embeddings (optional)
-    text.parquet        metadata of each text (text, prompt, languages)
+    index.json          kind, dimension, the model (path and weights fingerprint), number of vectors per
+                        part, and the files of the current version
+    pose.V.faiss        faiss index of pose embeddings   (row i <-> pose.V.parquet row i)
+    pose.V.parquet      metadata of each pose (path, text, languages, ...)
+    text.V.faiss        faiss index of text embeddings (optional)
+    text.V.parquet      metadata of each text (text, prompt, languages)
+
+Every save writes version V+1 beside version V (crash-safe files), then replaces ``index.json``, then
+deletes version V: a writer killed at any moment leaves the previous index whole. Loading checks that the
+faiss files, the metadata and ``index.json`` agree; searching checks the querying model's dimension and
+fingerprint against the model that built the index.
 
 Embeddings are L2-normalised, so inner product = cosine similarity. Kinds:
 
@@ -21,6 +27,8 @@ Embeddings are L2-normalised, so inner product = cosine similarity. Kinds:
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +36,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from signclip.errors import DamagedFileError
+from signclip.files import atomic_file, write_text
+
 KINDS = ("flat", "flat16", "hnsw", "ivf")
 PARTS = ("pose", "text")
+RESERVED = ("rank", "score", "id")  # columns of every search result; metadata columns of these names are renamed
 
 
 def make_faiss_index(dim: int, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 128,
@@ -85,6 +97,11 @@ class EmbeddingIndex:
         meta = pd.DataFrame(index=range(len(emb))) if metadata is None else metadata.reset_index(drop=True)
         if len(meta) != len(emb):
             raise ValueError(f"metadata: {len(meta)} rows for {len(emb)} embeddings")
+        clash = [c for c in RESERVED if c in meta.columns]
+        if clash:
+            meta = meta.rename(columns={c: f"meta_{c}" for c in clash})
+            warnings.warn(f"metadata column(s) {clash} renamed to {[f'meta_{c}' for c in clash]}: "
+                          "search results have their own rank, score and id", stacklevel=2)
         if not self.index.is_trained:  # IVF: size the lists and train the quantiser on the first batch
             opts = {**self.options, "n_hint": len(emb)}
             opts["nlist"] = min(opts.get("nlist") or int(4 * np.sqrt(len(emb))), len(emb), 4096) or 1
@@ -97,8 +114,12 @@ class EmbeddingIndex:
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[pd.DataFrame]:
         """(Q, E) queries -> one table per query: top-k rows of metadata with ``rank`` and ``score``."""
-        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # (Q, E)
-        k = max(1, min(int(k), len(self)))
+        if int(k) < 1:
+            raise ValueError(f"k: expected at least 1 result, got {k}")
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries: expected (Q, {self.dim}) embeddings, got {q.shape}")
+        k = min(int(k), len(self))
         if len(self) == 0:
             return [pd.DataFrame(columns=["rank", "score"]) for _ in q]
         scores, ids = self.index.search(q, k)  # (Q, k) each; -1 where fewer results
@@ -112,26 +133,55 @@ class EmbeddingIndex:
             out.append(rows)
         return out
 
-    def save(self, path: Path, name: str) -> None:
-        faiss.write_index(self.index, str(path / f"{name}.faiss"))
-        self.metadata.to_parquet(path / f"{name}.parquet", index=False)
+    def save(self, vectors: Path, metadata: Path) -> None:
+        """Write the faiss index and the metadata table, each crash-safely."""
+        with atomic_file(vectors) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        with atomic_file(metadata) as tmp:
+            self.metadata.to_parquet(tmp, index=False)
 
     @classmethod
-    def load(cls, path: Path, name: str, kind: str = "flat", options: dict | None = None) -> "EmbeddingIndex":
-        index = faiss.read_index(str(path / f"{name}.faiss"))
+    def load(cls, vectors: Path, metadata: Path, kind: str = "flat", options: dict | None = None) -> "EmbeddingIndex":
+        """Read a part written by :meth:`save`; a missing or unreadable file is a :class:`DamagedFileError`."""
+        try:
+            index = faiss.read_index(str(vectors))
+        except RuntimeError as e:
+            raise DamagedFileError(f"{vectors}: not a readable faiss index ({str(e).splitlines()[0]})") from None
+        try:
+            table = pd.read_parquet(metadata)
+        except (OSError, ValueError) as e:
+            raise DamagedFileError(f"{metadata}: not a readable metadata table ({e})") from None
+        if table.shape[1] == 0:  # a part added without metadata: parquet keeps no row count without columns
+            table = pd.DataFrame(index=range(index.ntotal))
         if kind == "hnsw" and options and options.get("ef_search"):
             index.hnsw.efSearch = int(options["ef_search"])  # search-time parameter, not stored by faiss
-        return cls(index, pd.read_parquet(path / f"{name}.parquet"), kind, dict(options or {}))
+        return cls(index, table, kind, dict(options or {}))
 
 
 class SearchIndex:
-    """A pose part and a text part in one directory (either may be empty)."""
+    """A pose part and a text part in one directory (either may be empty), and the model that made them."""
 
-    def __init__(self, dim: int, kind: str = "flat", model: str | None = None, **kwargs):
+    def __init__(self, dim: int, kind: str = "flat", model: str | None = None, fingerprint: str | None = None,
+                 **kwargs):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; use one of {KINDS}")
-        self.dim, self.kind, self.model, self.kwargs = dim, kind, model, kwargs
+        self.dim, self.kind, self.model, self.fingerprint, self.kwargs = dim, kind, model, fingerprint, kwargs
         self.parts: dict[str, EmbeddingIndex] = {}
+        self.version = 0
+
+    @classmethod
+    def for_model(cls, model, kind: str = "flat", model_path: str | None = None, **kwargs) -> "SearchIndex":
+        """An empty index for ``model``'s embeddings, recording which model it is."""
+        return cls(model.cfg.embed_dim, kind, model_path, model.fingerprint, **kwargs)
+
+    def check_model(self, model) -> None:
+        """Refuse a model whose embeddings are not the ones indexed (other dimension or other weights)."""
+        if model.cfg.embed_dim != self.dim:
+            raise ValueError(f"the index holds {self.dim}-d embeddings of {self.model or 'another model'}; this "
+                             f"model makes {model.cfg.embed_dim}-d ones: use the index's model or rebuild the index")
+        if self.fingerprint and model.fingerprint and model.fingerprint != self.fingerprint:
+            raise ValueError(f"the index was built with {self.model or 'another model'} (weights {self.fingerprint}); "
+                             f"this model's weights are {model.fingerprint}: use that model or rebuild the index")
 
     def part(self, name: str) -> EmbeddingIndex:
         if name not in PARTS:
@@ -154,22 +204,41 @@ class SearchIndex:
         return self.parts[target].search(queries, k)
 
     def save(self, path: str | Path) -> Path:
+        """Write the next version of every part, then ``index.json``, then delete older versions."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for name, p in self.parts.items():
-            p.save(path, name)
-        info = {"kind": self.kind, "dim": self.dim, "model": self.model, "sizes": self.sizes(),
-                "options": self.kwargs}
-        (path / "index.json").write_text(json.dumps(info, indent=2))
+        self.version += 1
+        files = {name: [f"{name}.{self.version}.faiss", f"{name}.{self.version}.parquet"] for name in self.parts}
+        for name, part in self.parts.items():
+            part.save(*(path / f for f in files[name]))
+        info = {"format": 2, "version": self.version, "kind": self.kind, "dim": self.dim, "model": self.model,
+                "fingerprint": self.fingerprint, "sizes": self.sizes(), "files": files, "options": self.kwargs}
+        write_text(path / "index.json", json.dumps(info, indent=2))
+        current = {f for names in files.values() for f in names}
+        for stale in path.iterdir():
+            if re.fullmatch(r"(pose|text)(\.\d+)?\.(faiss|parquet)", stale.name) and stale.name not in current:
+                stale.unlink()
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchIndex":
+        """Read an index; its files must agree with each other and with ``index.json``."""
         path = Path(path)
         if not (path / "index.json").is_file():
             raise FileNotFoundError(f"{path}: not a signclip index (no index.json)")
-        info = json.loads((path / "index.json").read_text())
-        index = cls(info["dim"], info["kind"], info.get("model"), **info.get("options", {}))
-        for name in info.get("sizes", {}):
-            index.parts[name] = EmbeddingIndex.load(path, name, info["kind"], info.get("options"))
+        try:
+            info = json.loads((path / "index.json").read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DamagedFileError(f"{path / 'index.json'}: not valid JSON ({e})") from None
+        index = cls(info["dim"], info["kind"], info.get("model"), info.get("fingerprint"), **info.get("options", {}))
+        index.version = int(info.get("version", 0))
+        for name, count in info.get("sizes", {}).items():
+            vectors, metadata = info.get("files", {}).get(name, [f"{name}.faiss", f"{name}.parquet"])  # format 1
+            part = EmbeddingIndex.load(path / vectors, path / metadata, info["kind"], info.get("options"))
+            if not len(part) == len(part.metadata) == count or part.dim != index.dim:
+                raise DamagedFileError(
+                    f"{path}: the {name} part does not add up ({len(part)} vectors of dimension {part.dim}, "
+                    f"{len(part.metadata)} metadata rows; index.json says {count} of dimension {index.dim}): its "
+                    "files come from different writes; rebuild it with `signclip index build`")
+            index.parts[name] = part
         return index

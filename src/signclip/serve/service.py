@@ -3,10 +3,12 @@ parsing of request bodies into prompts and preprocessed poses (every pose throug
 :func:`signclip.pose.preprocess.prepare_pose`, so any format it reads is served)."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,22 +19,30 @@ from starlette.datastructures import UploadFile
 from signclip.errors import PoseInputError, TextInputError
 from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
+from signclip.pose.video import is_video_bytes, video_to_pose
 from signclip.serve.batching import DynamicBatcher
-from signclip.serve.schemas import PoseRequest
+from signclip.serve.schemas import PoseRequest, records
 
 
 @dataclass
 class ServeSettings:
-    """Limits and batching of the service."""
+    """Limits, batching and access of the service."""
 
     max_upload_bytes: int = 50 * 1024 * 1024  # whole request body
     max_frames: int | None = None  # frames the model sees (longer poses resampled); default: the model's
     max_items: int = 256  # texts or poses per request
     max_k: int = 1000
+    max_video_seconds: float = 20.0  # longer uploaded videos are refused before decoding
     batching: bool = True  # False: every input runs alone (batch size 1), for comparison
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_queue: int = 4096  # queued inputs per modality; beyond that requests get 503
+    header_timeout_s: float = 10.0  # a connection that has not sent its request line and headers is closed
+    read_timeout_s: float = 30.0  # a request body not received within this time gets 408
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed
+    max_connections: int = 512  # concurrent connections; beyond that uvicorn answers 503
+    api_key: str | None = field(default=None, repr=False)  # required in X-API-Key (or Bearer) on /api/* but health
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
 
 
 class ApiError(Exception):
@@ -57,6 +67,9 @@ class Service:
         self.pose_batcher = DynamicBatcher(self._embed_arrays, batch, wait, self.settings.max_queue, "pose-batcher")
         self.pose_cfg = replace(model.cfg.pose, max_frames=self.max_frames)  # what uploads are preprocessed with
         self.edges = get_layout(model.cfg.pose.layout).skeleton_edges
+        if index is not None:
+            index.check_model(model)
+        self.data_root = data_root(index)
 
     # ---- model calls (run in the batcher threads) ----------------------------------------------
     def _embed_prompts(self, prompts: list[str]) -> np.ndarray:
@@ -81,7 +94,11 @@ class Service:
         return np.stack(await self.text_batcher.run(prompts))  # (N, E)
 
     def preprocess(self, data: bytes, name: str) -> np.ndarray:
-        """Uploaded bytes -> (T, P, D) through read_pose (any format it reads), frames capped."""
+        """Uploaded bytes -> (T, P, D) through read_pose (any format it reads), frames capped; a video
+        longer than ``max_video_seconds`` is refused before it is decoded."""
+        if is_video_bytes(data, name):
+            return prepare_pose(video_to_pose(data, name, max_seconds=self.settings.max_video_seconds),
+                                self.pose_cfg, name)
         return prepare_pose(data, self.pose_cfg, name)
 
     def keypoints_array(self, value: Any, name: str) -> np.ndarray:
@@ -91,6 +108,19 @@ class Service:
         except (TypeError, ValueError) as e:
             raise PoseInputError(f"{name}: not a numeric (frames, points, dims) array ({e})") from None
         return prepare_pose(x, self.pose_cfg, name)
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body within this service's size and time limits."""
+        return await read_body(request, self.settings.max_upload_bytes, self.settings.read_timeout_s)
+
+    def results(self, table) -> list[dict]:
+        """Search results as JSON rows; pose paths relative to the indexed data's folder, never absolute."""
+        rows = records(table)
+        if self.data_root:
+            for row in rows:
+                if isinstance(row.get("path"), str):
+                    row["path"] = os.path.relpath(row["path"], self.data_root)
+        return rows
 
     async def embed_arrays(self, arrays: list[np.ndarray]) -> np.ndarray:
         return np.stack(await self.pose_batcher.run(arrays))  # (N, E)
@@ -165,13 +195,22 @@ def depth(value: Any) -> int:
     return d
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it exceeds ``limit`` bytes (also without Content-Length)."""
+async def read_body(request: Request, limit: int, timeout: float = 30.0) -> bytes:
+    """The request body; 413 as soon as it exceeds ``limit`` bytes (also without Content-Length), 408 when it
+    has not arrived within ``timeout`` seconds (a trickled body does not hold the server)."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "TooLarge")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"request body: not received within {timeout:g} s", "Timeout") from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "TooLarge")
@@ -179,3 +218,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     request._body = body  # starlette re-reads the cached body for request.form()
     return body
+
+
+def data_root(index) -> str | None:
+    """The folder all indexed pose paths share: results show paths relative to it, never absolute ones."""
+    part = index.parts.get("pose") if index is not None else None
+    if part is None or "path" not in part.metadata.columns or not len(part.metadata):
+        return None
+    folders = {os.path.dirname(str(p)) for p in part.metadata["path"].dropna().unique()}
+    return os.path.commonpath(sorted(folders)) if folders else None

@@ -9,11 +9,20 @@ from signclip.errors import TextInputError
 DEFAULT_TEMPLATE = "<{spoken}> <{signed}> {text}"
 
 
+def _check_encodable(value: str, field: str) -> None:
+    """Text that is not valid Unicode (e.g. a lone surrogate such as "\\ud800") cannot be tokenised."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TextInputError(f"{field}: not valid Unicode text ({e.reason} at position {e.start})") from None
+
+
 def _check_language(code: str | None, field: str, known: Sequence[str]) -> None:
     if code is None:
         return
     if not isinstance(code, str) or not code.strip():
         raise TextInputError(f"{field}: empty language code")
+    _check_encodable(code, field)
     if known and code not in known:
         raise TextInputError(f"{field}: unknown language code {code!r}; this model knows {sorted(known)}")
 
@@ -27,6 +36,7 @@ def make_prompt(text: str, spoken_language: str | None = None, signed_language: 
     """
     if not isinstance(text, str):
         raise TextInputError(f"text: expected a string, got {type(text).__name__}")
+    _check_encodable(text, "text")
     if spoken_language is None and signed_language is None:
         if not text.strip():
             raise TextInputError("text: empty text")

@@ -5,6 +5,7 @@ and reload the best model. Under torchrun every rank runs this; rank 0 writes th
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,9 @@ from signclip.data.arrays import SplitData, load_split, table_prompts
 from signclip.data.manifests import load_manifest
 from signclip.data.shards import ShardSplit
 from signclip.data.splits import SPLITS, ensure_split
+from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
+from signclip.training.checkpoints import run_lock
 from signclip.training.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from signclip.training.loop import train
 
@@ -48,19 +51,19 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: 
     """Split, preprocess, train, and reload the best model; returns it, the splits and the run summary."""
     env = init_distributed(train_cfg.device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    splits_csv = out / "splits.csv"
-    if broadcast_object(resume and splits_csv.exists()):
-        data = load_manifest(splits_csv)
-    else:
-        data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
-    barrier()  # every rank has read splits.csv before rank 0 rewrites it
-    if env.is_main:
-        data.to_csv(splits_csv, index=False)
-    model = new_model(model_cfg, train_cfg.seed)
-    splits = prepare_splits(data, model, train_cfg, progress)
-    summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
-    return reload_best(out, splits, train_cfg), splits, summary
+    with run_lock(out) if env.is_main else nullcontext():
+        splits_csv = out / "splits.csv"
+        if broadcast_object(resume and splits_csv.exists()):
+            data = load_manifest(splits_csv)
+        else:
+            data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
+        barrier()  # every rank has read splits.csv before rank 0 rewrites it
+        if env.is_main:
+            write_text(splits_csv, data.to_csv(index=False))
+        model = new_model(model_cfg, train_cfg.seed)
+        splits = prepare_splits(data, model, train_cfg, progress)
+        summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
+        return reload_best(out, splits, train_cfg), splits, summary
 
 
 def fit_shards(root: str | Path, model_cfg: ModelConfig | str | SignCLIP, cfg: TrainConfig, out_dir: str | Path,

@@ -20,6 +20,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -34,10 +35,18 @@ from signclip.data.arrays import SplitData, table_prompts
 from signclip.data.manifests import optional_column
 from signclip.data.shards import ShardSplit
 from signclip.eval.retrieval import evaluate_split
+from signclip.files import recover_dir, write_text
 from signclip.models.signclip import SignCLIP
 from signclip.text.prompts import language_prompt
 from signclip.training.batches import MemorySource, PoseTextDataset
-from signclip.training.checkpoints import append_log, has_checkpoint, load_checkpoint, read_log, save_checkpoint
+from signclip.training.checkpoints import (
+    append_log,
+    has_checkpoint,
+    load_checkpoint,
+    read_log,
+    run_lock,
+    save_checkpoint,
+)
 from signclip.training.distributed import barrier, broadcast_object, gather_with_grad, init_distributed
 from signclip.training.objectives import Objective, no_gather
 from signclip.training.optim import enable_gradient_checkpointing, lr_lambda, make_ema, make_optimizer
@@ -104,7 +113,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         fit_model_to_data(model, splits)
         if self.env.is_main:
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         self.source = batch_source(model, splits["train"], cfg, self.env)
         self.steps_per_epoch = max(1, self.source.n_batches() // cfg.grad_accum)
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -129,13 +138,13 @@ class Trainer:
     def run(self, resume: bool = True) -> dict:
         """Train to ``epochs``, resuming from ``checkpoints/last`` when it exists and ``resume`` is true;
         returns a summary with the best validation metrics."""
+        recover_dir(self.out / "best")
         if resume and has_checkpoint(self.last):
             self.resume()
         net = wrap_ddp(self.objective, self.env.device, self.cfg.find_unused_parameters) if self.env.distributed \
             else self.objective
-        self.log_rows = [r for r in read_log(self.log_path) if r["step"] <= self.step]
-        if self.env.is_main:  # drop rows past the resume point
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))
+        if self.env.is_main:
+            self.start_log(resume)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
                    disable=not (self.progress and self.env.is_main))
         self.model.train()
@@ -210,6 +219,17 @@ class Trainer:
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
 
     # ---- files --------------------------------------------------------------------------------------
+    def start_log(self, resume: bool) -> None:
+        """Keep the log rows up to the step training continues from. A log without a checkpoint to resume
+        from is set aside as ``log.jsonl.old`` (not silently emptied)."""
+        rows = read_log(self.log_path)
+        if resume and self.step == 0 and rows:
+            self.log_path.replace(self.log_path.with_name("log.jsonl.old"))
+            warnings.warn(f"{self.out}: {len(rows)} logged steps but no checkpoint to resume from; training "
+                          f"starts at step 0 (the old log is kept as log.jsonl.old)", stacklevel=3)
+        self.log_rows = [r for r in rows if r["step"] <= self.step]
+        write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.log_rows))
+
     def save(self) -> None:
         """Rank 0: the best model so far (when it changed) and the resumable checkpoint."""
         if self.env.is_main:
@@ -240,7 +260,7 @@ class Trainer:
         if self.env.is_main and not (self.out / "best").exists():
             self.model.save(self.out / "best", None if self.ema is None else self.ema.module.state_dict())
         if self.env.is_main:
-            pd.DataFrame(self.log_rows).to_csv(self.out / "log.csv", index=False)
+            write_text(self.out / "log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
         barrier()
 
 
@@ -249,5 +269,8 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
     """Train ``model`` in place on ``splits['train']``, validating on ``splits['validation']``.
 
     Returns a summary with the best validation metrics. Resumes from ``out_dir/checkpoints/last``
-    when it exists and ``resume`` is true, continuing exactly where it stopped (same world size)."""
-    return Trainer(model, splits, cfg, out_dir, progress).run(resume)
+    when it exists and ``resume`` is true, continuing exactly where it stopped (same world size).
+    The run folder is locked meanwhile: a second trainer on it is refused."""
+    main = init_distributed(cfg.device).is_main
+    with run_lock(Path(out_dir)) if main else nullcontext():
+        return Trainer(model, splits, cfg, out_dir, progress).run(resume)

@@ -8,12 +8,23 @@ function setStatus(text, isError = false) {
   $("status").className = isError ? "error" : "muted";
 }
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+async function api(path, options = {}) {
+  // a server started with --api-key wants the key in X-API-Key; it is kept in this browser's localStorage
+  const key = localStorage.getItem("signclip-api-key");
+  const headers = { ...(options.headers || {}), ...(key ? { "X-API-Key": key } : {}) };
+  const response = await fetch(path, { ...options, headers });
   const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (response.status === 401) $("key-form").hidden = false;
   if (!response.ok) throw new Error(`${response.status}: ${body.detail || response.statusText}`);
   return body;
 }
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  localStorage.setItem("signclip-api-key", $("key-input").value.trim());
+  $("key-form").hidden = true;
+  loadInfo();
+});
 
 async function loadInfo() {
   try {
@@ -21,6 +32,7 @@ async function loadInfo() {
     const sizes = info.index ? Object.entries(info.index).map(([k, v]) => `${v} ${k}s`).join(", ") : "no index";
     $("model-info").textContent = `embedding dim ${info.embed_dim} · index: ${sizes}`;
     for (const [id, codes] of [["spoken-select", info.spoken_languages], ["signed-select", info.signed_languages]]) {
+      $(id).length = 1;  // keep "(none)", drop the codes of an earlier call
       for (const code of codes || []) {
         const option = document.createElement("option");
         option.value = option.textContent = code;
