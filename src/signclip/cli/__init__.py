@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from signclip.cli import embedding, evaluation, export, search, serving, training
+from signclip.cli import embedding, evaluation, export, hub, search, serving, training
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Contrastive pose–text models for sign language (CLIP for sign language).")
@@ -23,5 +23,6 @@ app.add_typer(search.index_app, name="index")
 app.command("search")(search.search_cmd)
 app.command("serve")(serving.serve_cmd)
 app.add_typer(export.export_app, name="export")
+app.command("push")(hub.push_cmd)
 
 __all__ = ["app"]

@@ -6,9 +6,11 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import MODEL_HELP, model_dir
+
 
 def serve_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory for /api/search"),
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -29,5 +31,6 @@ def serve_cmd(
         torch.set_num_threads(threads)
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_frames=max_frames,
                              batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
+    local = model_dir(model)  # a hf-hub: id is downloaded (or found in the cache) before the server starts
     typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)")
-    serve(str(model), str(index) if index else None, host, port, settings)
+    serve(local, str(index) if index else None, host, port, settings)
