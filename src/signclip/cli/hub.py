@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-MODEL_HELP = "saved model directory, or a Hugging Face Hub id hf-hub:ORG/NAME[@REVISION]"
+MODEL_HELP = ("saved model directory, or a Hugging Face Hub id hf-hub:ORG/NAME (hf-hub:ORG/NAME@REVISION for a "
+              "branch, tag or commit)")
 
 
 def _or_exit(fn, *args, **kwargs):
