@@ -142,6 +142,18 @@ def test_cli_embed_with_the_environment_cache(hub_cache, local_model, tmp_path):
     np.testing.assert_allclose(np.load(out), local_model.encode_text(TEXTS, "en", "ase"), atol=1e-6)
 
 
+def test_cli_eval_a_hub_id(hub_cache, run_dir, tmp_path):
+    rows = pd.read_csv(run_dir / "splits.csv")
+    rows = rows[rows["split"] == "test"].head(8)
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    metrics = {}
+    for name, model in (("hub", f"hf-hub:{REPO}"), ("local", run_dir / "best")):
+        r = runner.invoke(app, ["eval", str(model), str(tmp_path / "manifest.csv"), "-o", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        metrics[name] = json.loads((tmp_path / name).read_text())
+    assert metrics["hub"] == metrics["local"] and "pose_to_text/R@1" in metrics["hub"]
+
+
 def test_cli_index_remembers_the_hub_id(hub_cache, local_model, tmp_path):
     pytest.importorskip("faiss")
     idx = tmp_path / "idx"
