@@ -15,7 +15,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from signclip.cli import embedding, evaluation, export, search, serving, training
+from signclip.cli import embedding, evaluation, export, hub, search, serving, training
 from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -75,6 +75,7 @@ command("embed", embedding.embed_cmd)
 command("pose", embedding.pose_cmd)
 command("search", search.search_cmd)
 command("serve", serving.serve_cmd)
+command("push", hub.push_cmd)
 for group, sub_app in (("index", search.index_app), ("export", export.export_app)):
     for info in sub_app.registered_commands:
         info.callback = one_line_errors(info.callback)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import MODEL_HELP, load_model, model_dir
+
 
 def pose_files(folder: Path) -> list[Path]:
     """The .pose files and videos under a folder, sorted."""
@@ -16,7 +18,7 @@ def pose_files(folder: Path) -> list[Path]:
 
 
 def embed_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     inputs: list[str] = typer.Argument(None, help=".pose files, videos, folders of them, or a shard directory"),
     texts: Optional[list[str]] = typer.Option(None, "--text", "-t", help="text to embed (repeatable)"),
     manifest: Optional[str] = typer.Option(None, help="embed the poses of a manifest CSV / folder / 'lexicon'"),
@@ -31,7 +33,6 @@ def embed_cmd(
     from signclip.data.shards import is_shard_dir
     from signclip.errors import PoseInputError
     from signclip.export.embeddings import check_output, embed_shards, write_embeddings
-    from signclip.models.signclip import load
 
     try:
         check_output(out)
@@ -40,11 +41,11 @@ def embed_cmd(
     if inputs and len(inputs) == 1 and is_shard_dir(inputs[0]):  # every rank embeds its row groups (torchrun)
         from signclip.training.distributed import cleanup
 
-        if embed_shards(model, inputs[0], out, batch_size=batch_size) is not None:
+        if embed_shards(model_dir(model), inputs[0], out, batch_size=batch_size) is not None:
             typer.echo(f"wrote embeddings of {inputs[0]} to {out}")
         cleanup()
         return
-    m = load(model)
+    m = load_model(model)
     if texts:
         emb = m.encode_text(texts, spoken_language, signed_language, batch_size=batch_size, progress=True)
         meta = pd.DataFrame({"text": texts, "prompt": m.prompts(texts, spoken_language, signed_language)})

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import MODEL_HELP, load_model, model_dir
+
 
 def eval_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     data: str = typer.Argument(..., help="manifest CSV (e.g. RUN/splits.csv), folder, 'lexicon', Kaggle ASL Signs "
                                          "train.csv, or ACTION/SEQUENCE/FRAME.npy folders"),
     split: str = typer.Option("test", help="split to evaluate; 'all' for every row"),
@@ -28,9 +30,9 @@ def eval_cmd(
     from signclip.data.manifests import load_dataset
     from signclip.data.splits import ensure_split
     from signclip.eval.retrieval import evaluate_split
-    from signclip.models.signclip import load
 
-    m = load(model)
+    local = model_dir(model)
+    m = load_model(local)
     df = load_dataset(data)
     if split != "all":
         df = ensure_split(df, group=split_by)  # the training defaults (seed 42, 10% validation, 20% test)
@@ -38,7 +40,7 @@ def eval_cmd(
         from signclip.eval.report import write_html_report, write_markdown_report
         from signclip.eval.suite import run_suite
 
-        log_csv = Path(model).parent / "log.csv"
+        log_csv = Path(local).parent / "log.csv"
         result = run_suite(m, df, report, split=split, shots=shots, draws=draws, progress=True,
                            log_csv=log_csv if log_csv.exists() else None, title=f"signclip evaluation of {model}")
         path = write_html_report(result, report)

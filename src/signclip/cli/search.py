@@ -8,6 +8,8 @@ from typing import Optional
 import pandas as pd
 import typer
 
+from signclip.cli.hub import MODEL_HELP, load_model
+
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend embedding indexes (faiss + parquet).")
 
 KIND_HELP = ("flat (exact, default), flat16 (exact top-k re-ranked from an fp16 scan, ~2x faster on large "
@@ -60,7 +62,7 @@ def _add_to_index(index, m, data: Optional[str], texts: list[str], texts_from_da
 
 @index_app.command("build")
 def index_build(
-    model: Path = typer.Argument(..., help="saved model directory"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     out: Path = typer.Argument(..., help="index directory to create"),
     data: Optional[str] = typer.Option(None, help="poses: 'lexicon', a manifest CSV or a folder with manifest.csv"),
     text: Optional[list[str]] = typer.Option(None, "--text", "-t", help="a text to index (repeatable)"),
@@ -73,13 +75,14 @@ def index_build(
     overwrite: bool = typer.Option(False, help="replace an existing index"),
 ) -> None:
     """Embed poses and/or texts with MODEL and write a searchable index to OUT."""
-    from signclip.models.signclip import load
+    from signclip.models.hub import is_hub_id
     from signclip.serve.index import SearchIndex
 
     if (out / "index.json").exists() and not overwrite:
         raise typer.BadParameter(f"{out}: an index exists; use `signclip index add` or --overwrite")
-    m = load(model)
-    index = SearchIndex.for_model(m, kind, str(model.resolve()))
+    m = load_model(model)
+    # the index remembers its model for `index add` / `search`: a hub id as it is, a directory absolute
+    index = SearchIndex.for_model(m, kind, model if is_hub_id(model) else str(Path(model).resolve()))
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
                           batch_size)
     index.save(out)
@@ -95,15 +98,15 @@ def index_add(
     texts_from_data: bool = typer.Option(False),
     spoken_language: Optional[str] = typer.Option(None, "--spoken-language", "-s"),
     signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l"),
-    model: Optional[Path] = typer.Option(None, help="model directory (default: the one that built the index)"),
+    model: Optional[str] = typer.Option(None, help="model directory or hf-hub:ORG/NAME (default: the one that "
+                                                   "built the index)"),
     batch_size: int = 32,
 ) -> None:
     """Add poses and/or texts to an existing index (incremental)."""
-    from signclip.models.signclip import load
     from signclip.serve.index import SearchIndex
 
     index = SearchIndex.load(index_dir)
-    m = load(model or index.model)
+    m = load_model(model or index.model)
     index.check_model(m)
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
                           batch_size)
@@ -119,18 +122,18 @@ def search_cmd(
     signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l"),
     k: int = typer.Option(10, "-k", min=1, help="number of results (at least 1)"),
     target: Optional[str] = typer.Option(None, help="'pose' or 'text' (default: the other modality)"),
-    model: Optional[Path] = typer.Option(None, help="model directory (default: the one that built the index)"),
+    model: Optional[str] = typer.Option(None, help="model directory or hf-hub:ORG/NAME (default: the one that "
+                                                   "built the index)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Search an index with a text (-> poses) or a .pose file (-> texts): top-k with scores and metadata."""
-    from signclip.models.signclip import load
     from signclip.serve.index import SearchIndex
     from signclip.serve.schemas import records
 
     if (text is None) == (pose is None):
         raise typer.BadParameter("give exactly one of --text or --pose")
     index = SearchIndex.load(index_dir)
-    m = load(model or index.model)
+    m = load_model(model or index.model)
     index.check_model(m)
     if text is not None:
         query = m.encode_text([text], spoken_language, signed_language)  # (1, E)

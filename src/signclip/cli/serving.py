@@ -6,9 +6,11 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import MODEL_HELP, model_dir
+
 
 def serve_cmd(
-    model: Path = typer.Argument(..., help="saved model directory"),
+    model: str = typer.Argument(..., help=MODEL_HELP),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory for /api/search"),
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -40,6 +42,7 @@ def serve_cmd(
                              max_video_seconds=max_video_seconds, read_timeout_s=read_timeout,
                              header_timeout_s=header_timeout, api_key=api_key or None,
                              cors_origins=tuple(cors_origin or ()))
+    local = model_dir(model)  # a hf-hub: id is downloaded (or found in the cache) before the server starts
     typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)"
                + ("; API key required" if api_key else ""))
-    serve(str(model), str(index) if index else None, host, port, settings)
+    serve(local, str(index) if index else None, host, port, settings)

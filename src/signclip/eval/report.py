@@ -10,20 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from signclip.eval.suite import EvalResult
+from signclip.markdown import format_value, metric_names, metric_sections, metric_table, table
 
-SECTIONS = {
-    "retrieval": ("Retrieval", "pose→text: each pose ranks the unique prompts (R@k, median rank); text→pose: each "
-                               "unique prompt ranks the poses (P@k, median rank of the first hit)."),
-    "zero_shot_recognition": ("Zero-shot isolated sign recognition",
-                              "each pose ranks the prompts of every class name in its own languages."),
-    "language_identification": ("Sign-language identification",
-                                "each pose ranks the text-free prompts <spoken> <signed> of every sign language the "
-                                "model knows."),
-    "few_shot": ("Few-shot kNN", "k examples per class drawn from the support set, StandardScaler + kNN with "
-                                 "k = round(sqrt(N)); mean and std over random draws."),
-    "linear_probe": ("Linear probe", "logistic regression (C=1) on standardised frozen features of the whole "
-                                     "support set."),
-}
 FIGURES = {
     "tsne_pose_text": "t-SNE of pose and text embeddings", "umap_pose_text": "UMAP of pose and text embeddings",
     "similarity": "Similarity heat-map", "confusion_zero_shot": "Zero-shot recognition confusion matrix",
@@ -38,46 +26,14 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 .note{color:#555;font-size:.9em}"""
 
 
-def format_value(metric: str, v: object) -> str:
-    """A metric value as shown in a table: ranks and k with one decimal, rates with three."""
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.1f}" if ("MedianR" in metric or metric.endswith(" k")) else f"{v:.3f}"
-    return str(v)
-
-
-def _sections(result: EvalResult):
-    """(heading, note, columns: system -> metric -> value) of each metric section, in order."""
-    for key, columns in result.metrics.items():
-        base, _, label = key.partition("/")
-        if base in SECTIONS:
-            name, note = SECTIONS[base]
-            yield name + (f" — label: {label}" if label else ""), note, columns
-
-
-def _rows(columns: dict[str, dict[str, float]]) -> list[str]:
-    """Metric names in first-seen order over the systems."""
-    return list(dict.fromkeys(m for col in columns.values() for m in col))
-
-
 # ---- markdown ------------------------------------------------------------------------------------------
-def metric_table(columns: dict[str, dict[str, float]]) -> str:
-    """Markdown table: one row per metric, one column per system."""
-    names = list(columns)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(format_value(m, columns[n].get(m)) for n in names) + " |"
-              for m in _rows(columns)]
-    return "\n".join(lines)
-
-
 def write_markdown_report(result: EvalResult, out_dir: str | Path, title: str | None = None) -> Path:
     """``OUT/report.md`` with the facts, every metric section and the figures (PNG files in ``OUT``)."""
     out = Path(out_dir)
     title = title or result.facts.get("title", "signclip evaluation")
     parts = [f"# {title}", "", "## Setup", ""]
     parts += [f"- **{k}**: {v}" for k, v in result.facts.items() if k != "title"]
-    for name, note, columns in _sections(result):
+    for name, note, columns in metric_sections(result.metrics):
         parts += ["", f"## {name}", "", note, "", metric_table(columns)]
     if "iconicity" in result.tables:
         parts += ["", "## Iconicity", "", ICONICITY_NOTE + " The 20 most similar:", "",
@@ -91,9 +47,8 @@ def write_markdown_report(result: EvalResult, out_dir: str | Path, title: str | 
 
 def dataframe_markdown(df: pd.DataFrame) -> str:
     """A markdown table of a DataFrame (floats with three decimals)."""
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|---" * len(df.columns) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    rows = [[f"{v:.3f}" if isinstance(v, float) else v for v in row] for row in df.itertuples(index=False)]
+    return table(list(df.columns), rows)
 
 
 # ---- HTML ----------------------------------------------------------------------------------------------
@@ -103,7 +58,7 @@ def metric_table_html(columns: dict[str, dict[str, float]]) -> str:
     head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
     rows = ["<tr><td>" + html.escape(m) + "</td>" + "".join(
         f"<td>{html.escape(format_value(m, columns[n].get(m)))}</td>" for n in names) + "</tr>"
-        for m in _rows(columns)]
+        for m in metric_names(columns)]
     return "<table class=\"metrics\">" + head + "".join(rows) + "</table>"
 
 
@@ -129,7 +84,7 @@ def write_html_report(result: EvalResult, out_dir: str | Path, title: str | None
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
               for k, v in result.facts.items() if k != "title"]
     parts.append("</ul>")
-    for name, note, columns in _sections(result):
+    for name, note, columns in metric_sections(result.metrics):
         parts += [f"<h2>{html.escape(name)}</h2>", f"<p class=\"note\">{html.escape(note)}</p>",
                   metric_table_html(columns)]
     if "iconicity" in result.tables:

@@ -6,6 +6,9 @@ A saved model is a directory::
     model.safetensors    all weights, including the pose feature mean/std computed on training data
     tokenizer/           the text tokenizer
     text_config/         the text backbone's Hugging Face config (architecture without weights)
+
+``load`` also takes a Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (:mod:`signclip.models.hub`), and
+``push_to_hub`` shares a model there with a generated model card.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from signclip.batching import encode_by_length, pad_poses
 from signclip.config import ModelConfig, get_model_config
 from signclip.errors import DamagedFileError, PoseInputError, TextInputError
 from signclip.files import recover_dir, replacing_dir
+from signclip.models.hub import DEFAULT_LICENSE, push_to_hub, resolve_model_dir
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.statistics import FeatureStatistics
@@ -66,9 +70,12 @@ class SignCLIP(nn.Module):
         return cls(cfg, text, load_tokenizer(cfg.text_model))
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "SignCLIP":
-        """Load a model saved with :meth:`save` (no network access)."""
-        path = recover_dir(path)
+    def load(cls, path: str | Path, device: str | torch.device = "cpu",
+             cache_dir: str | Path | None = None) -> "SignCLIP":
+        """Load a model saved with :meth:`save`: a directory (no network access), or a Hugging Face Hub id
+        ``hf-hub:ORG/NAME[@REVISION]`` downloaded into the Hugging Face cache (``cache_dir``, default
+        ``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` only the cache is read)."""
+        path = recover_dir(resolve_model_dir(path, cache_dir))
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json)")
         try:
@@ -112,6 +119,16 @@ class SignCLIP(nn.Module):
                     digest.update(block)
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                    commit_message: str | None = None, token: str | None = None, license: str = DEFAULT_LICENSE,
+                    run_dir: str | Path | None = None, metrics: str | Path | None = None,
+                    datasets: Sequence[str] = ()) -> str:
+        """Upload this model to the Hub repository ``repo_id`` (``ORG/NAME``, created if needed) with a
+        generated model card (``run_dir``: a training run whose split, settings and ``metrics.json`` it
+        describes); returns the repository URL. See :func:`signclip.models.hub.push_to_hub`."""
+        return push_to_hub(self, repo_id, private=private, revision=revision, commit_message=commit_message,
+                           token=token, license=license, run_dir=run_dir, metrics=metrics, datasets=datasets)
 
     @property
     def device(self) -> torch.device:
@@ -257,6 +274,6 @@ def create_model(name: str | ModelConfig = "tiny", **overrides) -> SignCLIP:
     return SignCLIP.create(name, **overrides)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> SignCLIP:
-    """Load a saved model directory."""
-    return SignCLIP.load(path, device)
+def load(path: str | Path, device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> SignCLIP:
+    """Load a saved model directory or a Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]``."""
+    return SignCLIP.load(path, device, cache_dir)
