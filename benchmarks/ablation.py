@@ -36,8 +36,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from signclip.cli.training import QUICKSTART_TRAIN  # noqa: E402
-from signclip.config import TrainConfig, get_model_config  # noqa: E402
+from signclip.config import TrainConfig, get_model_config, get_recipe  # noqa: E402
 from signclip.data.manifests import load_lexicon
 from signclip.data.splits import split_dataset
 from signclip.eval.recognition import language_identification, spoken_for_signed  # noqa: E402
@@ -45,6 +44,7 @@ from signclip.eval.retrieval import combined_similarity, fine_grained_similarity
 from signclip.training import fit
 
 HERE = Path(__file__).parent
+QUICKSTART_TRAIN = get_recipe("quickstart").train
 SECTION = "## Ablation (issue 6)"
 # name -> (model config, model overrides, train overrides)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {

@@ -152,3 +152,27 @@ def test_1662_vector_frame_folders(tmp_path, two_paths):
     assert len(arrays) == 2 and not errors
     with pytest.raises(PoseInputError, match="1662"):
         formats.pose_from_vectors(np.zeros((3, 1000)))
+
+
+def test_258_value_clips_without_the_face(tmp_path, two_paths):
+    """The other common MediaPipe tutorial layout: pose 33x4 + two hands, no face, zeros where a part was
+    not detected; one (frames, 258) .npy per clip listed in a manifest (as ../shared/data/traduttore)."""
+    parts = {k: np.nan_to_num(v) for k, v in holistic_parts(two_paths[0]).items()}
+    vis = np.where((parts[BODY] == 0).all(-1), 0.0, 0.9)[..., None]  # (T, 33, 1)
+    t = len(vis)
+    clip = np.concatenate([np.concatenate([parts[BODY], vis], -1).reshape(t, -1),
+                           parts[LEFT_HAND].reshape(t, -1), parts[RIGHT_HAND].reshape(t, -1)], 1)  # (T, 258)
+    np.save(tmp_path / "hello.npy", clip.astype(np.float32))
+    pd.DataFrame({"path": ["hello.npy"], "text": ["hello"], "signer": ["a"]}).to_csv(tmp_path / "m.csv", index=False)
+    arrays, df, errors = load_arrays(load_dataset(tmp_path / "m.csv"), CFG, progress=False)
+    assert not errors and len(arrays) == 1
+    layout = get_layout(CFG.layout)
+    expected = pose_to_array(formats.read_numpy(tmp_path / "hello.npy"), CFG)
+    assert np.isnan(expected[:, [i for i, (c, _) in enumerate(layout.points) if c == FACE]]).all()  # no face
+    assert np.isnan(expected[:, layout.hand_slices[LEFT_HAND]]).all()  # zeros -> missing
+    keep = [i for i, (c, _) in enumerate(layout.points) if c != FACE]
+    want = reference(two_paths[0])[:, keep]
+    resampled = pose_to_array(formats.read_numpy(tmp_path / "hello.npy", fps=25.0), CFG)[:, keep]
+    np.testing.assert_allclose(resampled, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+    with pytest.raises(PoseInputError, match="1662 | 258"):
+        formats.pose_from_vectors(np.zeros((3, 259)))

@@ -27,10 +27,11 @@ class PoseConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation (paper values); set a probability or sigma to 0 to disable."""
+    """Training-time augmentation; set a probability or sigma to 0 to disable. The defaults are the best
+    measured (benchmarks/RESULTS.md); the paper used flip_p 0.2 and affine_sigma 0.2."""
 
-    flip_p: float = 0.2
-    affine_sigma: float = 0.2  # 2-D rotation / shear / scale
+    flip_p: float = 0.0
+    affine_sigma: float = 0.05  # 2-D rotation / shear / scale
     speed_sigma: float = 0.2  # temporal speed factor ~ N(1, sigma)
     noise_sigma: float = 0.001
 
@@ -75,24 +76,30 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping for :func:`signclip.training.train`."""
+    """Optimisation and bookkeeping for :func:`signclip.training.train`. The defaults are the best recipe
+    measured (benchmarks/RESULTS.md); named recipes (:func:`get_recipe`) change some of them."""
 
-    epochs: int = 25
-    batch_size: int = 64
+    epochs: int = 24
+    steps: int = 0  # optimiser steps in all; 0 = epochs x batches per epoch, at least min_steps
+    min_steps: int = 0  # at least this many steps (the default recipe gives small data sets more passes)
+    batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 5e-4
-    text_lr: float = 5e-5  # learning rate of the pretrained text encoder
+    lr: float = 1e-3
+    text_lr: float = 5e-5  # learning rate of the pretrained text encoder (when it is not frozen)
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 100
+    warmup_steps: int = 0  # linear warm-up; 0 = warmup_fraction of the run
+    warmup_fraction: float = 0.05
     grad_clip: float = 2.0
     seed: int = 42
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    val_fraction: float = 0.1  # of the rows without a split (or carved from training rows, data.splits)
+    test_fraction: float = 0.2  # of the rows without a split, when no row is marked test
+    split_by: str | None = None  # e.g. "signer": each value in one split (signer-independent validation/test)
+    refit_statistics: bool = True  # False: keep a given model's feature statistics (fine-tuning)
     eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
-    ema_decay: float = 0.0  # > 0: validate, keep and save an exponential moving average of the weights
+    ema_decay: float = 0.995  # > 0: validate, keep and save an exponential moving average of the weights
     # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose
@@ -118,6 +125,37 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, d)
+
+    def total_steps(self, batches_per_epoch: int) -> int:
+        """Optimiser steps of the run: ``steps``, else ``epochs`` passes but at least ``min_steps``."""
+        return self.steps or max(self.min_steps, self.epochs * batches_per_epoch)
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps: ``warmup_steps``, else ``warmup_fraction`` of the run."""
+        return self.warmup_steps or round(self.warmup_fraction * total_steps)
+
+
+@dataclass
+class Recipe:
+    """A named way to train: the model config (and overrides) and the TrainConfig fields that differ from
+    the defaults. ``recipes/<name>.json`` in the package, like the model configs."""
+
+    name: str
+    description: str
+    model: str
+    model_overrides: dict[str, Any]
+    train: dict[str, Any]
+
+    def model_config(self, name: str | None = None) -> "ModelConfig":
+        """The recipe's model config (or ``name``'s), with the recipe's model overrides."""
+        return get_model_config(name or self.model, **self.model_overrides)
+
+    def train_config(self, **overrides: Any) -> "TrainConfig":
+        """The recipe's TrainConfig, with ``overrides`` (e.g. from the command line) on top."""
+        merged = {**self.train, **{k: v for k, v in overrides.items() if v is not None}}
+        if isinstance(self.train.get("augment"), dict) and isinstance(overrides.get("augment"), dict):
+            merged["augment"] = {**self.train["augment"], **overrides["augment"]}
+        return TrainConfig.from_dict(merged)
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -154,3 +192,18 @@ def get_model_config(name_or_path: str | Path, **overrides: Any) -> ModelConfig:
         d = json.loads((resources.files("signclip") / "model_configs" / f"{name_or_path}.json").read_text())
     d.update(overrides)
     return ModelConfig.from_dict(d)
+
+
+def list_recipes() -> list[str]:
+    """Names of the training recipes shipped with the package."""
+    files = resources.files("signclip") / "recipes"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+def get_recipe(name: str) -> Recipe:
+    """A named training recipe (``default``, ``quickstart``, ``finetune`` ...)."""
+    if name not in list_recipes():
+        raise ValueError(f"unknown recipe {name!r}; known: {list_recipes()}")
+    d = json.loads((resources.files("signclip") / "recipes" / f"{name}.json").read_text())
+    return Recipe(name=name, description=d.get("description", ""), model=d["model"],
+                  model_overrides=d.get("model_overrides", {}), train=d.get("train", {}))

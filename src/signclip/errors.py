@@ -20,3 +20,7 @@ class DamagedFileError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another trainer is writing the same run folder."""
+
+
+class UsageError(ValueError):
+    """Options of a command that do not fit together, or that give it nothing to do."""

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from signclip.cli.hub import MODEL_HELP, load_model, model_dir
+from signclip.errors import UsageError
 
 
 def pose_files(folder: Path) -> list[Path]:
@@ -34,10 +35,7 @@ def embed_cmd(
     from signclip.errors import PoseInputError
     from signclip.export.embeddings import check_output, embed_shards, write_embeddings
 
-    try:
-        check_output(out)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    check_output(out)
     if inputs and len(inputs) == 1 and is_shard_dir(inputs[0]):  # every rank embeds its row groups (torchrun)
         from signclip.training.distributed import cleanup
 
@@ -59,7 +57,7 @@ def embed_cmd(
             paths = [str(p) for i in inputs or [] for p in (pose_files(Path(i)) if Path(i).is_dir() else [Path(i)])]
             meta = pd.DataFrame({"path": paths})
         if not paths:
-            raise typer.BadParameter("nothing to embed: give .pose files, folders, --manifest or --text")
+            raise UsageError("nothing to embed: give .pose files, folders, --manifest or --text")
         emb, skipped = m.encode_pose(paths, batch_size=batch_size, progress=True, errors="skip")
         if not len(emb):
             raise PoseInputError(f"nothing embedded: all {len(paths)} pose(s) are unusable, e.g. "

@@ -9,6 +9,7 @@ import pandas as pd
 import typer
 
 from signclip.cli.hub import MODEL_HELP, load_model
+from signclip.errors import UsageError
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and extend embedding indexes (faiss + parquet).")
 
@@ -56,7 +57,7 @@ def _add_to_index(index, m, data: Optional[str], texts: list[str], texts_from_da
         index.add("text", emb, meta)
         added["text"] = added.get("text", 0) + len(emb)
     if not added:
-        raise typer.BadParameter("nothing to index: give --data and/or --text/--vocab/--texts-from-data")
+        raise UsageError("nothing to index: give --data and/or --text/--vocab/--texts-from-data")
     return added
 
 
@@ -79,7 +80,7 @@ def index_build(
     from signclip.serve.index import SearchIndex
 
     if (out / "index.json").exists() and not overwrite:
-        raise typer.BadParameter(f"{out}: an index exists; use `signclip index add` or --overwrite")
+        raise UsageError(f"{out}: an index exists; use `signclip index add` or --overwrite")
     m = load_model(model)
     # the index remembers its model for `index add` / `search`: a hub id as it is, a directory absolute
     index = SearchIndex.for_model(m, kind, model if is_hub_id(model) else str(Path(model).resolve()))
@@ -131,7 +132,7 @@ def search_cmd(
     from signclip.serve.schemas import records
 
     if (text is None) == (pose is None):
-        raise typer.BadParameter("give exactly one of --text or --pose")
+        raise UsageError("give exactly one of --text or --pose")
     index = SearchIndex.load(index_dir)
     m = load_model(model or index.model)
     index.check_model(m)

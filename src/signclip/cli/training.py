@@ -8,58 +8,75 @@ from typing import Optional
 
 import typer
 
-from signclip.config import TrainConfig, get_model_config, list_model_configs
-
-# The quickstart: the model and training settings that won on the lexicon (benchmarks/RESULTS.md).
-QUICKSTART_MODEL = "tiny-partwise"
-QUICKSTART_TRAIN = dict(batch_size=32, lr=1e-3, text_lr=5e-5, warmup_steps=50, language_prompt_p=0.2,
-                        ema_decay=0.995, augment={"flip_p": 0.0, "affine_sigma": 0.05},  # paper: 0.2, 0.2
-                        val_fraction=0.1, test_fraction=0.2,
-                        save_every=140)  # a checkpoint every 10 epochs of 14 steps
-
-
-def train_config(config: Optional[Path], **overrides) -> TrainConfig:
-    """A TrainConfig from a JSON file (optional) and the options given on the command line."""
-    base = json.loads(config.read_text()) if config else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(base)
+from signclip.config import TrainConfig, get_model_config, get_recipe, list_model_configs, list_recipes
+from signclip.errors import UsageError
 
 
 def models_cmd() -> None:
-    """List the named model configs."""
+    """List the named model configs and training recipes."""
     for name in list_model_configs():
         typer.echo(f"{name}: {json.dumps(get_model_config(name).to_dict())}")
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        typer.echo(f"recipe {name}: model {recipe.model} {recipe.model_overrides or ''} - {recipe.description}")
 
 
 def train_cmd(
     data: str = typer.Argument("lexicon", help="'lexicon' (embedded), a manifest CSV, a folder with manifest.csv, "
                                                "or a shard directory (`signclip shards`)"),
     out: Path = typer.Option(Path("runs/signclip"), "--out", "-o", help="run directory"),
-    model: str = typer.Option("tiny", "--model", "-m", help="named model config or JSON file"),
-    config: Optional[Path] = typer.Option(None, help="TrainConfig JSON (fields of signclip.TrainConfig)"),
-    epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
-    grad_accum: Optional[int] = None, seed: Optional[int] = None, device: Optional[str] = None,
-    save_every: Optional[int] = None, eval_every: Optional[int] = None,
+    recipe: Optional[str] = typer.Option(None, help="training recipe (`signclip models` lists them); default: "
+                                                    "'default', or 'finetune' with --init"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="named model config or JSON file (default: "
+                                                                    "the recipe's)"),
+    init: Optional[str] = typer.Option(None, "--init", help="fine-tune this model (a saved model directory, "
+                                                            "hf-hub:ORG/NAME, or a converted reference model)"),
+    refit_stats: bool = typer.Option(False, "--refit-stats", help="with --init: fit the feature statistics to "
+                                                                  "this data instead of keeping the model's"),
+    config: Optional[Path] = typer.Option(None, help="TrainConfig JSON (fields of signclip.TrainConfig) over the "
+                                                     "recipe"),
+    epochs: Optional[int] = None,
+    steps: Optional[int] = typer.Option(None, help="optimiser steps in all (instead of epochs)"),
+    batch_size: Optional[int] = None, lr: Optional[float] = None, grad_accum: Optional[int] = None,
+    seed: Optional[int] = None, device: Optional[str] = None, save_every: Optional[int] = None,
+    eval_every: Optional[int] = None,
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
 ) -> None:
-    """Train (or resume training) a model; the best model is saved to OUT/best. Also under torchrun."""
+    """Train (or resume, or fine-tune with --init) a model; the best model is saved to OUT/best. With no
+    options it uses the default recipe and says what it chose. Also under torchrun."""
     from signclip.data.manifests import load_dataset
     from signclip.data.shards import is_shard_dir
-    from signclip.data.splits import split_dataset
+    from signclip.models.signclip import load
     from signclip.training import fit, fit_shards
     from signclip.training.distributed import cleanup, is_main
 
-    cfg = train_config(config, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum, seed=seed,
-                       device=device, save_every=save_every, eval_every=eval_every)
-    if is_shard_dir(data):  # packed shards are streamed
-        _, _, summary = fit_shards(data, get_model_config(model), cfg, out, resume=resume)
+    if init and model:
+        raise UsageError("give --model (a new model) or --init (a trained one), not both")
+    chosen = get_recipe(recipe or ("finetune" if init else "default"))
+    base = json.loads(config.read_text()) if config else {}
+    cfg = chosen.train_config(**{**base, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
+                                 "grad_accum": grad_accum, "seed": seed, "device": device,
+                                 "save_every": save_every, "eval_every": eval_every, "split_by": split_by,
+                                 "refit_statistics": True if refit_stats else None,
+                                 "min_steps": 0 if epochs or steps else None})  # --epochs N means N epochs
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model_cfg = load(init) if init else chosen.model_config(model)
+    table = None if is_shard_dir(data) else load_dataset(data)  # bad data is reported before anything starts
+    if is_main():
+        what = f"fine-tuning {init}" if init else f"model {model_cfg.name}" + (
+            f" {chosen.model_overrides}" if chosen.model_overrides and not model else "")
+        typer.echo(f"recipe {chosen.name}: {what}; statistics "
+                   + ("refitted" if cfg.refit_statistics or not init else "kept from the model"))
+    if table is None:  # packed shards are streamed
+        _, _, summary = fit_shards(data, model_cfg, cfg, out, resume=resume)
     else:
-        df = load_dataset(data)
-        if split_by:
-            df = split_dataset(df, cfg.val_fraction, cfg.test_fraction, cfg.seed, group=split_by)
-        _, _, summary = fit(df, get_model_config(model), cfg, out, resume=resume)
+        _, _, summary = fit(table, model_cfg, cfg, out, resume=resume)
     if is_main():
         typer.echo(json.dumps(summary["best_metrics"], indent=2))
         typer.echo(f"best model: {out / 'best'}")
@@ -81,15 +98,16 @@ def quickstart_cmd(
     from signclip.training import fit
 
     start = time.time()
-    cfg = TrainConfig.from_dict({**QUICKSTART_TRAIN, "epochs": epochs, "seed": seed})
-    model, splits, summary = fit(load_lexicon(), get_model_config(QUICKSTART_MODEL), cfg, out, resume=False)
+    recipe = get_recipe("quickstart")
+    cfg = recipe.train_config(epochs=epochs, seed=seed)
+    model, splits, summary = fit(load_lexicon(), recipe.model_config(), cfg, out, resume=False)
     result = run_suite(model, load_manifest(out / "splits.csv"), out, split="test", log_csv=out / "log.csv",
                        progress=True, title="signclip quickstart report")
     n = {name: len(split.arrays) for name, split in splits.items()}
     result.facts.update({
         "data": f"fingerspelling lexicon (spoken-to-signed 0.4.0): {n['train']} train / {n['validation']} "
                 f"validation / {n['test']} test poses; every test (language, letter) pair is unseen in training",
-        "training": f"{QUICKSTART_MODEL}, best of {summary['steps']} steps on validation {cfg.best_metric}, "
+        "training": f"{recipe.model}, best of {summary['steps']} steps on validation {cfg.best_metric}, "
                     f"{summary['seconds']:.0f} s; {time.time() - start:.0f} s in all on {torch.get_num_threads()} "
                     "CPU threads"})
     html = write_html_report(result, out)

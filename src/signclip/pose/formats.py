@@ -8,8 +8,9 @@ applies unchanged; :func:`signclip.pose.io.read_pose` dispatches here by path. F
   frame, row_id, type, landmark_index, x, y, z (types face 468, left_hand 21, pose 33, right_hand 21);
 * numpy ``.npy`` / ``.npz`` arrays (frames, points, 2|3) with a declared point layout
   (:data:`ARRAY_LAYOUTS`: ``holistic-543``, ``kaggle-543``, ``holistic-75``);
-* the flattened 1662-value per-frame vector (pose 33×(x, y, z, visibility), face 468×3, left hand 21×3,
-  right hand 21×3), one ``.npy`` per frame in ``ACTION/SEQUENCE/FRAME.npy`` folders.
+* the flattened per-frame vectors of MediaPipe Holistic tutorials (``extract_keypoints``): 1662 values
+  (pose 33×(x, y, z, visibility), face 468×3, left hand 21×3, right hand 21×3) or 258 without the face,
+  as (frames, 1662 | 258) ``.npy`` clips or one ``.npy`` per frame in ``ACTION/SEQUENCE/FRAME.npy`` folders.
 
 A point whose coordinates are all zero or any NaN is missing (masked, confidence 0), so an absent
 hand is never a hand at the origin. Coordinates are kept as given (normalised image coordinates);
@@ -39,7 +40,12 @@ ARRAY_LAYOUTS: dict[str, list[str]] = {
     "holistic-75": [BODY, LEFT_HAND, RIGHT_HAND],  # without the face
 }
 KAGGLE_TYPES = {"face": FACE, "left_hand": LEFT_HAND, "pose": BODY, "right_hand": RIGHT_HAND}
-VECTOR_SIZE = 33 * 4 + 468 * 3 + 21 * 3 + 21 * 3  # 1662
+# Flattened per-frame vectors: size -> (component, points, values per point) in order; the body's fourth
+# value is MediaPipe's visibility
+VECTOR_LAYOUTS: dict[int, list[tuple[str, int, int]]] = {
+    1662: [(BODY, 33, 4), (FACE, 468, 3), (LEFT_HAND, 21, 3), (RIGHT_HAND, 21, 3)],
+    258: [(BODY, 33, 4), (LEFT_HAND, 21, 3), (RIGHT_HAND, 21, 3)],
+}
 DEFAULT_FPS = 30.0
 
 
@@ -101,9 +107,9 @@ def guess_layout(num_points: int) -> str:
 
 def pose_from_array(x: np.ndarray, layout: str | None = None, fps: float = DEFAULT_FPS, name: str = "array") -> Pose:
     """(frames, points, 2|3) with a declared layout (default: guessed from the point count), or
-    (frames, 1662) per-frame vectors -> ``Pose``."""
+    (frames, 1662 | 258) per-frame vectors -> ``Pose``."""
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2 and x.shape[1] == VECTOR_SIZE:
+    if x.ndim == 2 and x.shape[1] in VECTOR_LAYOUTS:
         return pose_from_vectors(x, fps, name)
     if x.ndim != 3:
         raise PoseInputError(f"{name}: expected keypoints of shape (frames, points, 2|3), got {x.shape}")
@@ -134,18 +140,19 @@ def read_numpy(path: str | Path, layout: str | None = None, fps: float = DEFAULT
     return pose_from_array(arr, layout, fps, str(path))
 
 
-# ---- (c) 1662-value per-frame vectors --------------------------------------------------------------------
+# ---- (c) 1662- or 258-value per-frame vectors -------------------------------------------------------------
 def pose_from_vectors(v: np.ndarray, fps: float = DEFAULT_FPS, name: str = "vectors") -> Pose:
-    """(frames, 1662) = pose 33×(x, y, z, visibility), face 468×3, left hand 21×3, right hand 21×3."""
+    """(frames, 1662 | 258) vectors of :data:`VECTOR_LAYOUTS` (a part that was not detected is all zeros,
+    hence missing) -> ``Pose``."""
     v = np.asarray(v, dtype=np.float32)
-    if v.ndim != 2 or v.shape[1] != VECTOR_SIZE or v.shape[0] == 0:
-        raise PoseInputError(f"{name}: expected (frames>0, {VECTOR_SIZE}) keypoint vectors, got {v.shape}")
-    body = v[:, :132].reshape(-1, 33, 4)
-    face = v[:, 132:132 + 1404].reshape(-1, 468, 3)
-    left = v[:, 1536:1599].reshape(-1, 21, 3)
-    right = v[:, 1599:].reshape(-1, 21, 3)
-    return holistic_pose({BODY: body[..., :3], FACE: face, LEFT_HAND: left, RIGHT_HAND: right}, fps,
-                         confidence={BODY: body[..., 3]})
+    if v.ndim != 2 or v.shape[1] not in VECTOR_LAYOUTS or v.shape[0] == 0:
+        raise PoseInputError(f"{name}: expected (frames>0, 1662 | 258) keypoint vectors, got {v.shape}")
+    parts, start = {}, 0
+    for component, points, values in VECTOR_LAYOUTS[v.shape[1]]:
+        parts[component] = v[:, start:start + points * values].reshape(-1, points, values)
+        start += points * values
+    visibility = parts[BODY][..., 3]
+    return holistic_pose({c: x[..., :3] for c, x in parts.items()}, fps, confidence={BODY: visibility})
 
 
 def frame_number(p: Path) -> tuple[int, str]:
@@ -160,7 +167,7 @@ def read_frame_folder(path: str | Path, fps: float = DEFAULT_FPS) -> Pose:
     if not frames:
         raise PoseInputError(f"{path}: no per-frame .npy files")
     try:
-        v = np.stack([np.load(f).reshape(-1) for f in frames])  # (T, 1662)
+        v = np.stack([np.load(f).reshape(-1) for f in frames])  # (T, 1662 | 258)
     except ValueError as e:
         raise PoseInputError(f"{path}: frames of different sizes ({e})") from None
     return pose_from_vectors(v, fps, str(path))

@@ -15,7 +15,7 @@ from signclip.config import ModelConfig, TrainConfig
 from signclip.data.arrays import SplitData, load_split, table_prompts
 from signclip.data.manifests import load_manifest
 from signclip.data.shards import ShardSplit
-from signclip.data.splits import SPLITS, ensure_split
+from signclip.data.splits import SPLITS, ensure_split, split_summary
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
@@ -25,7 +25,7 @@ from signclip.training.loop import train
 
 def prepare_splits(df: pd.DataFrame, model: SignCLIP, cfg: TrainConfig, progress: bool = True) -> dict[str, SplitData]:
     """Split (deterministically), preprocess each split once (prompts come from training)."""
-    df = ensure_split(df, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    df = ensure_split(df, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.split_by)
     return {split: load_split(df[df["split"] == split], model.cfg.pose, progress) for split in SPLITS}
 
 
@@ -56,10 +56,13 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: 
         if broadcast_object(resume and splits_csv.exists()):
             data = load_manifest(splits_csv)
         else:
-            data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed)
+            data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed,
+                                train_cfg.split_by)
         barrier()  # every rank has read splits.csv before rank 0 rewrites it
         if env.is_main:
             write_text(splits_csv, data.to_csv(index=False))
+            if progress:
+                print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
         model = new_model(model_cfg, train_cfg.seed)
         splits = prepare_splits(data, model, train_cfg, progress)
         summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)

@@ -68,9 +68,10 @@ def wrap_ddp(objective: Objective, device: torch.device, find_unused_parameters:
                                    find_unused_parameters=find_unused_parameters, **sync)
 
 
-def fit_model_to_data(model: SignCLIP, splits: dict) -> None:
-    """The model's preprocessing statistics and languages from the training data; prompts of every split
-    held in memory (a language seen only in validation/test must not break prompt building)."""
+def fit_model_to_data(model: SignCLIP, splits: dict, refit_statistics: bool = True) -> None:
+    """The model's preprocessing statistics (unless ``refit_statistics`` is off: a fine-tuned model keeps
+    its own) and languages from the training data; prompts of every split held in memory (a language seen
+    only in validation/test must not break prompt building)."""
     train_data = splits["train"]
     in_memory = [d for d in splits.values() if isinstance(d, SplitData)]
     spoken = [c for d in in_memory for c in optional_column(d.df, "spoken_language")]
@@ -78,11 +79,11 @@ def fit_model_to_data(model: SignCLIP, splits: dict) -> None:
     if isinstance(train_data, SplitData):
         if len(train_data.arrays) < 2:
             raise ValueError(f"need at least 2 training poses, got {len(train_data.arrays)}")
-        model.fit_preprocessing(train_data.arrays, spoken, signed)
+        model.fit_preprocessing(train_data.arrays if refit_statistics else (), spoken, signed)
     else:  # packed shards: languages and feature statistics were computed while packing
         shard_spoken, shard_signed = train_data.languages()
         model.fit_preprocessing(spoken_languages=shard_spoken + spoken, signed_languages=shard_signed + signed,
-                                statistics=train_data.statistics())
+                                statistics=train_data.statistics() if refit_statistics else None)
     for data in in_memory:
         data.prompts = table_prompts(model, data.df)
 
@@ -111,12 +112,12 @@ class Trainer:
         self.env = init_distributed(cfg.device)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        fit_model_to_data(model, splits)
+        fit_model_to_data(model, splits, cfg.refit_statistics)
         if self.env.is_main:
             write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         self.source = batch_source(model, splits["train"], cfg, self.env)
         self.steps_per_epoch = max(1, self.source.n_batches() // cfg.grad_accum)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = cfg.total_steps(self.steps_per_epoch)
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.save_every = cfg.save_every or self.steps_per_epoch
 
@@ -126,13 +127,29 @@ class Trainer:
             enable_gradient_checkpointing(model)
         self.objective = Objective(model, cfg, gather_with_grad if self.env.distributed else no_gather).to(device)
         self.optimizer = make_optimizer(self.objective, cfg)
-        schedule = lr_lambda(cfg.warmup_steps, self.total_steps)
+        schedule = lr_lambda(cfg.warmup(self.total_steps), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.ema = make_ema(model, cfg.ema_decay)
         self.step, self.best, self.best_metrics, self.best_state = 0, -math.inf, {}, None
         self.last = self.out / "checkpoints" / "last"
         self.log_path = self.out / "log.jsonl"
         self.log_rows: list[dict] = []
+
+    def plan(self) -> str:
+        """What this run will do, in one paragraph (printed when training starts)."""
+        cfg, aug = self.cfg, self.cfg.augment
+        epochs = self.total_steps / self.steps_per_epoch
+        rule = ("--steps given" if cfg.steps else f"{cfg.epochs} epochs" if self.total_steps > cfg.min_steps
+                else f"at least {cfg.min_steps} steps")
+        validation = self.splits["validation"]
+        n_val = len(validation.arrays) if isinstance(validation, SplitData) else len(validation)
+        keep = (f"the best {'EMA ' if self.ema else ''}weights by validation {cfg.best_metric} are kept" if n_val > 1
+                else "no validation poses: the last weights are kept")
+        return (f"training {self.model.cfg.name}: {self.total_steps} steps ({epochs:.1f} epochs of "
+                f"{self.steps_per_epoch} batches of {cfg.batch_size}; {rule}), warm-up {cfg.warmup(self.total_steps)} "
+                f"steps, lr {cfg.lr:g}" + ("" if self.model.cfg.freeze_text else f" (text tower {cfg.text_lr:g})")
+                + f", EMA {cfg.ema_decay:g}, augmentation flip {aug.flip_p:g} / affine {aug.affine_sigma:g} / "
+                f"speed {aug.speed_sigma:g} / noise {aug.noise_sigma:g}; {n_val} validation poses, {keep}")
 
     # ---- the run ------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
@@ -273,4 +290,7 @@ def train(model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path,
     The run folder is locked meanwhile: a second trainer on it is refused."""
     main = init_distributed(cfg.device).is_main
     with run_lock(Path(out_dir)) if main else nullcontext():
-        return Trainer(model, splits, cfg, out_dir, progress).run(resume)
+        trainer = Trainer(model, splits, cfg, out_dir, progress)
+        if progress and main:
+            tqdm.write(trainer.plan())
+        return trainer.run(resume)
