@@ -1,4 +1,4 @@
-"""signclip.data.prepare: manifests from the paper's datasets, each on a small copy of its published layout.
+"""`signclip prepare`: manifests from the paper's datasets, each on a small copy of its published layout.
 
 Every dataset's fixture writes the dataset's own files (split CSVs, metadata, JSON index, folders) with its
 published names; the media are dummy videos and, in a POSES folder mirroring them as `signclip pose` would,
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from signclip.cli import app
 from signclip.config import PoseConfig
 from signclip.data.arrays import load_arrays
 from signclip.data.manifests import COLUMNS, load_manifest
@@ -32,6 +34,8 @@ from signclip.data.prepare import (
 from signclip.pose.io import crop_pose, read_pose
 
 from test_formats import write_kaggle
+
+runner = CliRunner()
 
 
 def put_video(path: Path) -> None:
@@ -309,3 +313,47 @@ def test_kaggle(tmp_path, lexicon_paths):
         prepare_kaggle(root, poses=tmp_path)
     with pytest.raises(FileNotFoundError, match="not the Kaggle ASL Signs layout: no train.csv"):
         prepare_kaggle(tmp_path / "train_landmark_files")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run(*args):
+    return runner.invoke(app, ["prepare", *[str(a) for a in args]])
+
+
+def test_prepare_command(asl_citizen, tmp_path):
+    root, poses = asl_citizen
+    out = tmp_path / "m" / "asl-citizen.csv"
+    result = run("ASL_Citizen", root, "-o", out)  # videos as they are: the command says how to convert them
+    assert result.exit_code == 0, result.output
+    assert "wrote 5 rows" in result.output and "train 3, validation 1, test 1" in result.output
+    assert "left out 1 rows, e.g. 0006-MISSING.mp4" in result.output
+    assert f"signclip pose {root} -o POSES" in result.output
+    result = run("asl-citizen", root, "--poses", poses, "-o", out, "--no-clean-glosses")
+    assert result.exit_code == 0 and "signclip pose" not in result.output
+    assert load_manifest(out)["text"].tolist() == ["HOUSE1", "#BACK", "HOUSE2", "NONE", "TREE"]
+
+
+def test_prepare_command_spreadthesign_languages(tmp_path, lexicon_paths):
+    put_pose(lexicon_paths[0], tmp_path / "sts" / "en.us" / "house" / "1.pose")
+    result = run("spreadthesign", tmp_path / "sts", "-o", tmp_path / "m.csv", "--language", "en.us=ase")
+    assert result.exit_code == 0, result.output
+    assert "--split-by signer" in result.output
+    assert load_manifest(tmp_path / "m.csv")["signed_language"].tolist() == ["ase"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["wlasl2000", "."], "unknown dataset 'wlasl2000'; choose one of asl-citizen, sem-lex, wlasl, how2sign, "
+                         "spreadthesign, kaggle"),
+    (["sem-lex", "no-such-folder"], "no-such-folder: no such folder"),
+    (["wlasl", "."], "not the WLASL layout: no WLASL_v0.3.json"),
+    (["spreadthesign", ".", "--language", "en.us"], "--language 'en.us': expected FOLDER=CODE"),
+])
+def test_prepare_errors_are_one_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args, "-o", tmp_path / "m.csv")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0]
+    assert not (tmp_path / "m.csv").exists()
