@@ -166,7 +166,7 @@ def prepare_asl_citizen(root: str | Path, poses: str | Path | None = None, clean
         df = _read_table(path, ["Participant ID", "Video file", "Gloss"], "an ASL Citizen split CSV")
         codes = df["ASL-LEX Code"] if "ASL-LEX Code" in df.columns else [None] * len(df)
         rows += [{"media": video.strip(), "text": gloss, "spoken_language": spoken_language,
-                  "signed_language": signed_language, "split": SPLIT_NAMES[name], "signer": signer.strip(),
+                  "signed_language": signed_language, "split": SPLIT_NAMES[name], "signer": signer.strip() or None,
                   "asl_lex_code": code}
                  for signer, video, gloss, code in zip(df["Participant ID"], df["Video file"], df["Gloss"], codes)]
     return _table(*_locate(rows, _media(root, poses), splits), clean_glosses)
