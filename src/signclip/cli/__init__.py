@@ -15,7 +15,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from signclip.cli import embedding, evaluation, export, hub, search, serving, training
+from signclip.cli import datasets, embedding, evaluation, export, hub, search, serving, training
 from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -73,6 +73,7 @@ command("shards", training.shards_cmd)
 command("eval", evaluation.eval_cmd)
 command("embed", embedding.embed_cmd)
 command("pose", embedding.pose_cmd)
+command("prepare", datasets.prepare_cmd)
 command("search", search.search_cmd)
 command("serve", serving.serve_cmd)
 command("push", hub.push_cmd)
