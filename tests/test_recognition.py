@@ -137,7 +137,8 @@ def test_shots_note():
     assert rec.shots_note(train_y, ["a", "b", "c", "d"], 5) == \
         "5-shot asked; 2 classes have fewer than 5 support examples (min 0)"  # d: evaluated, no support
     assert rec.shots_note(train_y, ["a"], 10) is None
-    assert rec.shots_note(train_y, ["a", "c"], 10) == "10-shot asked; 1 class has fewer than 10 support examples (min 7)"
+    assert rec.shots_note(train_y, ["a", "c"], 10) == \
+        "10-shot asked; 1 class has fewer than 10 support examples (min 7)"
 
 
 def test_sample_shots_and_few_shot_draws():
