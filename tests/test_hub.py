@@ -183,7 +183,9 @@ def write_suite_metrics(path: Path) -> None:
         "retrieval": {"signclip": retrieval, "raw-keypoint baseline": {"pose_to_text/R@1": 0.108},
                       "chance": {"pose_to_text/R@1": 0.008}},
         "language_identification": {"signclip": {"top-1": 0.925}, "chance": {"top-1": 0.053}},
-        "few_shot/text": {"signclip": {"10-shot acc (mean)": 0.035}}},
+        "recognition/text": {"signclip fine-tuned": {"acc@1": 0.142, "R@5": 0.467, "R@10": 0.6, "MedianR": 6.0},
+                             "chance": {"acc@1": 0.006, "R@5": 0.029, "R@10": 0.057, "MedianR": 87.5}},
+        "few_shot/text": {"signclip": {"10-shot acc (mean)": 0.035}}},  # a section of older metrics.json files
         facts={"evaluated": "split 'test'; 120 poses", "title": "signclip quickstart report"})
     write_metrics_json(result, path)
 
@@ -210,6 +212,8 @@ def test_model_card_of_a_training_run(run_dir, tmp_path):
     assert "| pose_to_text/R@1 | 0.483 | 0.108 | 0.008 |" in card and "| pose_to_text/MedianR | 2.0 |  |  |" in card
     assert "### Sign-language identification" in card and "| top-1 | 0.925 | 0.053 |" in card
     assert "### Few-shot kNN — label: text" in card and "evaluated: split 'test'; 120 poses" in card
+    assert "### Isolated sign recognition\n\n| setting | acc@1 (= R@1) | R@5 | R@10 | MedianR |" in card
+    assert "| signclip fine-tuned | 0.142 | 0.467 | 0.600 | 6.0 |" in card  # one row per setting
 
 
 def test_model_card_without_a_run(run_dir, tmp_path):

@@ -38,11 +38,13 @@ def eval_cmd(
         df = ensure_split(df, group=split_by)  # the training defaults (seed 42, 10% validation, 20% test)
     if report is not None:
         from signclip.eval.report import write_html_report, write_markdown_report
-        from signclip.eval.suite import run_suite
+        from signclip.eval.suite import run_suite, training_classes
 
-        log_csv = Path(local).parent / "log.csv"
+        run = Path(local).parent  # RUN/best: the training log and split beside the model
+        log_csv = run / "log.csv"
         result = run_suite(m, df, report, split=split, shots=shots, draws=draws, progress=True,
-                           log_csv=log_csv if log_csv.exists() else None, title=f"signclip evaluation of {model}")
+                           log_csv=log_csv if log_csv.exists() else None, title=f"signclip evaluation of {model}",
+                           trained_classes=training_classes(run / "splits.csv"))
         path = write_html_report(result, report)
         write_markdown_report(result, report)
         metrics = result.metrics

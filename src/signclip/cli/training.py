@@ -94,7 +94,7 @@ def quickstart_cmd(
 
     from signclip.data.manifests import load_lexicon, load_manifest
     from signclip.eval.report import write_html_report, write_markdown_report
-    from signclip.eval.suite import run_suite
+    from signclip.eval.suite import run_suite, training_classes
     from signclip.training import fit
 
     start = time.time()
@@ -102,7 +102,8 @@ def quickstart_cmd(
     cfg = recipe.train_config(epochs=epochs, seed=seed)
     model, splits, summary = fit(load_lexicon(), recipe.model_config(), cfg, out, resume=False)
     result = run_suite(model, load_manifest(out / "splits.csv"), out, split="test", log_csv=out / "log.csv",
-                       progress=True, title="signclip quickstart report")
+                       progress=True, title="signclip quickstart report",
+                       trained_classes=training_classes(out / "splits.csv"))
     n = {name: len(split.arrays) for name, split in splits.items()}
     result.facts.update({
         "data": f"fingerspelling lexicon (spoken-to-signed 0.4.0): {n['train']} train / {n['validation']} "

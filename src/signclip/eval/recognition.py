@@ -1,15 +1,20 @@
-"""Recognition on frozen embeddings, as in the paper (SignCLIP §6.1-6.2).
+"""Recognition on frozen embeddings, as in the paper (SignCLIP §6.1-6.2, Table 5).
 
-* zero-shot isolated sign recognition: each pose ranks the prompts of a list of class names
-  (``<spoken> <signed> class`` with the pose's own languages); accuracy@1/@5 and a confusion matrix;
+* prompt ranking (the paper's zero-shot, or fine-tuned when the model was trained on the classes): each
+  pose ranks the prompts of a list of class names (``<spoken> <signed> class`` with the pose's own
+  languages); a confusion matrix;
 * few-shot: k examples per class drawn from the support set, ``StandardScaler`` + k-nearest
-  neighbours with k = round(sqrt(N support)), over several random draws (mean ± std);
+  neighbours with k = round(sqrt(N support)), over several random draws (mean ± std); the classes are
+  ranked by their share of the neighbours' votes;
 * linear probe: ``LogisticRegression(C=1)`` on the standardised embeddings of the whole support set;
+  the classes are ranked by their predicted probability;
 * sign-language identification: each pose ranks language-only prompts (``<en> <ase>``); top-1/top-5
   and a confusion matrix.
 
-The few-shot and probe functions take any features, so the raw-keypoint baseline goes through
-exactly the same code.
+Every setting reports the paper's columns (:func:`recognition_metrics`): acc@1 (= R@1), R@5, R@10 and
+the median rank of the correct class among the candidate classes, from one ranking
+(:func:`signclip.eval.retrieval.pose_to_text`: ties broken by class order, a stable sort). The few-shot
+and probe functions take any features, so the raw-keypoint baseline goes through exactly the same code.
 """
 from __future__ import annotations
 
@@ -25,17 +30,23 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from signclip.data.manifests import optional_column
+from signclip.eval.retrieval import chance_ranking, pose_to_text
 from signclip.models.signclip import SignCLIP
+
+RANK_KS = (1, 5, 10)  # the paper's recognition columns: acc@1 (= R@1), R@5, R@10 (and the median rank)
 
 
 @dataclass
 class RankingResult:
-    """Top-k accuracies of a ranking task, with its confusion matrix (rows true, columns predicted)."""
+    """Top-k accuracies of a ranking task, with its confusion matrix (rows true, columns predicted), the
+    (N, C) scores and the (N,) true class indices (-1: not a candidate)."""
 
     metrics: dict[str, float]
     classes: list[str]
     confusion: np.ndarray  # (C, C) counts
     predictions: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
@@ -43,13 +54,28 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1
 
     Ties are broken by candidate order (a stable sort), as in every signclip ranking. Not scikit-learn's
     ``top_k_accuracy_score``: it breaks ties towards the later class and rejects 2-D scores of 2 classes."""
-    order = np.argsort(-scores, axis=1, kind="stable")  # (N, C) best first
-    hit = order == labels[:, None]  # (N, C)
-    return {f"acc@{k}": float(hit[:, :k].any(1).mean()) if len(labels) else 0.0 for k in ks}
+    ranked = pose_to_text(scores, labels, ks)
+    return {f"acc@{k}": ranked[f"R@{k}"] for k in ks}
+
+
+def _paper_columns(ranked: dict[str, float]) -> dict[str, float]:
+    """{"R@1", "R@5", "R@10", "MedianR"} -> {"acc@1", "R@5", "R@10", "MedianR"}."""
+    return {("acc@1" if k == "R@1" else k): v for k, v in ranked.items()}
+
+
+def recognition_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The paper's recognition columns from (N, C) class scores and (N,) true class indices: acc@1 (= R@1),
+    R@5, R@10 and MedianR, the median rank of the correct class (C + 1 when it is not a candidate)."""
+    return _paper_columns(pose_to_text(scores, labels, RANK_KS))
+
+
+def chance_recognition(n_classes: int) -> dict[str, float]:
+    """:func:`recognition_metrics` of a random ranking of ``n_classes`` classes."""
+    return _paper_columns(chance_ranking(n_classes, RANK_KS))
 
 
 def ranking_result(scores: np.ndarray, labels: np.ndarray, classes: list[str], ks: Sequence[int],
-                    prefix: str = "") -> RankingResult:
+                   prefix: str = "") -> RankingResult:
     pred = scores.argmax(1) if len(scores) else np.zeros(0, dtype=int)
     metrics = {f"{prefix}{k}": v for k, v in topk_accuracy(scores, labels, ks).items()}
     if prefix:  # "top-acc@1" -> "top-1"
@@ -57,7 +83,7 @@ def ranking_result(scores: np.ndarray, labels: np.ndarray, classes: list[str], k
     known = labels >= 0  # rows whose true class is not a candidate have no row in the matrix
     confusion = (confusion_matrix(labels[known], pred[known], labels=range(len(classes))) if known.any()
                  else np.zeros((len(classes), len(classes)), dtype=np.int64))
-    return RankingResult(metrics, classes, confusion, [classes[i] for i in pred])
+    return RankingResult(metrics, classes, confusion, [classes[i] for i in pred], scores, labels)
 
 
 def zero_shot_scores(model: SignCLIP, pose_emb: np.ndarray, classes: Sequence[str],
@@ -112,9 +138,11 @@ def language_identification(model: SignCLIP, pose_emb: np.ndarray, true_signed: 
     return ranking_result(pose_emb @ text_emb.T, labels, languages, ks, prefix="top-")
 
 
-def _encode_labels(train_y: Sequence, test_y: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    classes = {c: i for i, c in enumerate(sorted(set(map(str, train_y)) | set(map(str, test_y))))}
-    return np.array([classes[str(y)] for y in train_y]), np.array([classes[str(y)] for y in test_y])
+def encode_labels(train_y: Sequence, test_y: Sequence) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The candidate classes (sorted labels of both sets) and each label's index among them."""
+    classes = sorted(set(map(str, train_y)) | set(map(str, test_y)))
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([index[str(y)] for y in train_y]), np.array([index[str(y)] for y in test_y])
 
 
 def sample_shots(labels: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
@@ -123,39 +151,72 @@ def sample_shots(labels: np.ndarray, shots: int, rng: np.random.Generator) -> np
     return np.sort(np.concatenate(picked))
 
 
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """StandardScaler (fit on the support set) + kNN with k = round(sqrt(N support)) -> accuracy."""
+def shots_note(train_y: Sequence, classes: Sequence[str], shots: int) -> str | None:
+    """"10-shot asked; 7 classes have fewer than 10 support examples (min 3)" when some candidate class
+    (classes absent from the support set count with 0) has fewer than ``shots`` examples; else None."""
+    counts = pd.Series([str(y) for y in train_y]).value_counts().reindex([str(c) for c in classes], fill_value=0)
+    short = counts[counts < shots]
+    if short.empty:
+        return None
+    many = f"{len(short)} classes have" if len(short) > 1 else "1 class has"
+    return f"{shots}-shot asked; {many} fewer than {shots} support examples (min {int(short.min())})"
+
+
+def knn_k(support: int) -> int:
+    """The paper's k of the kNN: round(sqrt(N support))."""
+    return max(1, min(support, round(np.sqrt(support))))
+
+
+def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int) -> np.ndarray:
+    """StandardScaler (fit on the support set) + kNN with k = round(sqrt(N support)): (M, C) each class's
+    share of the votes of a test pose's k neighbours. ``train_y`` are class indices < ``n_classes``; a class
+    without votes scores 0. Its best class (ties: the earlier class) is scikit-learn's prediction."""
     scaler = StandardScaler().fit(train_x)
-    k = max(1, min(len(train_x), round(np.sqrt(len(train_x)))))
     with warnings.catch_warnings():  # few examples per class: sklearn warns "could be regression"
         warnings.simplefilter("ignore", UserWarning)
-        knn = KNeighborsClassifier(n_neighbors=k).fit(scaler.transform(train_x), train_y)
-    return float((knn.predict(scaler.transform(test_x)) == test_y).mean())
+        knn = KNeighborsClassifier(n_neighbors=knn_k(len(train_x))).fit(scaler.transform(train_x), train_y)
+    scores = np.zeros((len(test_x), n_classes))
+    scores[:, knn.classes_] = knn.predict_proba(scaler.transform(test_x))  # (M, classes of the support set)
+    return scores
 
 
 def few_shot_knn(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, shots: int = 10,
                  draws: int = 5, seed: int = 0) -> dict[str, float]:
-    """k-shot kNN over ``draws`` random draws of the support set: train_x (N, F), test_x (M, F)."""
-    ytr, yte = _encode_labels(train_y, test_y)
+    """k-shot kNN over ``draws`` random draws of the support set: train_x (N, F), test_x (M, F).
+
+    Each draw ranks the candidate classes (the labels of both sets) by :func:`knn_scores`; the metrics of
+    :func:`recognition_metrics` are the means over draws, with the std of acc@1 and the kNN's k."""
+    classes, ytr, yte = encode_labels(train_y, test_y)
     rng = np.random.default_rng(seed)
-    accs, support = [], 0
+    runs, k = [], 1
     for _ in range(draws):
         idx = sample_shots(ytr, shots, rng)
-        accs.append(knn_accuracy(train_x[idx], ytr[idx], test_x, yte))
-        support = len(idx)
-    return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "draws": draws, "shots": shots,
-            "support": support, "k": max(1, round(np.sqrt(support)))}
+        runs.append(recognition_metrics(knn_scores(train_x[idx], ytr[idx], test_x, len(classes)), yte))
+        k = knn_k(len(idx))
+    out = {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
+    return {**out, "acc@1 std": float(np.std([r["acc@1"] for r in runs])), "kNN k": k}
 
 
-def linear_probe(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, C: float = 1.0,
-                 max_iter: int = 100) -> float:
-    """Accuracy of a logistic regression (C=1, scikit-learn's default 100 L-BFGS iterations, as the paper)
-    on standardised frozen features."""
-    ytr, yte = _encode_labels(train_y, test_y)
-    if len(np.unique(ytr)) < 2:
-        return float((yte == ytr[0]).mean())
+def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, C: float = 1.0,
+                 max_iter: int = 100) -> np.ndarray:
+    """(M, C) class probabilities of a logistic regression (C=1, scikit-learn's default 100 L-BFGS iterations,
+    as the paper) on standardised features; classes absent from the support set score 0."""
+    scores = np.zeros((len(test_x), n_classes))
+    present = np.unique(train_y)
+    if len(present) < 2:
+        scores[:, present] = 1.0
+        return scores
     scaler = StandardScaler().fit(train_x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        clf = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(train_x), ytr)
-    return float((clf.predict(scaler.transform(test_x)) == yte).mean())
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(train_x), train_y)
+    scores[:, clf.classes_] = clf.predict_proba(scaler.transform(test_x))
+    return scores
+
+
+def linear_probe(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence, C: float = 1.0,
+                 max_iter: int = 100) -> dict[str, float]:
+    """Linear probe on frozen features: :func:`probe_scores` trained on the whole support set ranks the
+    candidate classes (the labels of both sets) -> :func:`recognition_metrics`."""
+    classes, ytr, yte = encode_labels(train_y, test_y)
+    return recognition_metrics(probe_scores(train_x, ytr, test_x, len(classes), C, max_iter), yte)

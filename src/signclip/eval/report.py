@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from signclip.eval.suite import EvalResult
-from signclip.markdown import format_value, metric_names, metric_sections, metric_table, table
+from signclip.markdown import metric_cells, metric_sections, metric_table, table
 
 FIGURES = {
     "tsne_pose_text": "t-SNE of pose and text embeddings", "umap_pose_text": "UMAP of pose and text embeddings",
-    "similarity": "Similarity heat-map", "confusion_zero_shot": "Zero-shot recognition confusion matrix",
+    "similarity": "Similarity heat-map", "confusion_zero_shot": "Recognition confusion matrix (prompt ranking)",
     "confusion_language_id": "Sign-language identification confusion matrix", "iconicity": "Iconicity ranking",
     "training_curve": "Training curve",
 }
@@ -23,7 +23,7 @@ ICONICITY_NOTE = ("concepts signed in several sign languages, ranked by the spre
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-.note{color:#555;font-size:.9em}"""
+.note{color:#555;font-size:.9em}.warning{color:#8a4b00}"""
 
 
 # ---- markdown ------------------------------------------------------------------------------------------
@@ -33,8 +33,9 @@ def write_markdown_report(result: EvalResult, out_dir: str | Path, title: str | 
     title = title or result.facts.get("title", "signclip evaluation")
     parts = [f"# {title}", "", "## Setup", ""]
     parts += [f"- **{k}**: {v}" for k, v in result.facts.items() if k != "title"]
-    for name, note, columns in metric_sections(result.metrics):
-        parts += ["", f"## {name}", "", note, "", metric_table(columns)]
+    for sec in metric_sections(result.metrics):
+        parts += ["", f"## {sec.title}", "", sec.note, *(f"\n**Note**: {n}." for n in result.notes.get(sec.key, ())),
+                  "", metric_table(sec.columns, sec.by_system)]
     if "iconicity" in result.tables:
         parts += ["", "## Iconicity", "", ICONICITY_NOTE + " The 20 most similar:", "",
                   dataframe_markdown(result.tables["iconicity"].head(20))]
@@ -52,14 +53,12 @@ def dataframe_markdown(df: pd.DataFrame) -> str:
 
 
 # ---- HTML ----------------------------------------------------------------------------------------------
-def metric_table_html(columns: dict[str, dict[str, float]]) -> str:
-    """HTML table: one row per metric, one column per system (rows in first-seen order)."""
-    names = list(columns)
-    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
-    rows = ["<tr><td>" + html.escape(m) + "</td>" + "".join(
-        f"<td>{html.escape(format_value(m, columns[n].get(m)))}</td>" for n in names) + "</tr>"
-        for m in metric_names(columns)]
-    return "<table class=\"metrics\">" + head + "".join(rows) + "</table>"
+def metric_table_html(columns: dict[str, dict[str, float]], by_system: bool = False) -> str:
+    """HTML table of :func:`signclip.markdown.metric_cells`: one row per metric (or per system)."""
+    header, rows = metric_cells(columns, by_system)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows]
+    return "<table class=\"metrics\">" + head + "".join(body) + "</table>"
 
 
 def dataframe_html(df: pd.DataFrame, max_rows: int = 40) -> str:
@@ -84,9 +83,10 @@ def write_html_report(result: EvalResult, out_dir: str | Path, title: str | None
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
               for k, v in result.facts.items() if k != "title"]
     parts.append("</ul>")
-    for name, note, columns in metric_sections(result.metrics):
-        parts += [f"<h2>{html.escape(name)}</h2>", f"<p class=\"note\">{html.escape(note)}</p>",
-                  metric_table_html(columns)]
+    for sec in metric_sections(result.metrics):
+        parts += [f"<h2>{html.escape(sec.title)}</h2>", f"<p class=\"note\">{html.escape(sec.note)}</p>",
+                  *(f"<p class=\"warning\"><b>Note</b>: {html.escape(n)}.</p>" for n in result.notes.get(sec.key, ())),
+                  metric_table_html(sec.columns, sec.by_system)]
     if "iconicity" in result.tables:
         parts += ["<h2>Iconicity</h2>", f"<p class=\"note\">{html.escape(ICONICITY_NOTE)}</p>",
                   dataframe_html(result.tables["iconicity"])]
@@ -103,8 +103,8 @@ def write_html_report(result: EvalResult, out_dir: str | Path, title: str | None
 
 
 def write_metrics_json(result: EvalResult, path: str | Path) -> Path:
-    """``metrics.json``: metrics by section and system, facts, and the iconicity ranking."""
-    payload = {"metrics": result.metrics, "facts": result.facts,
+    """``metrics.json``: metrics by section and system, facts, notes by section, and the iconicity ranking."""
+    payload = {"metrics": result.metrics, "facts": result.facts, "notes": result.notes,
                "tables": {k: v.to_dict(orient="records") for k, v in result.tables.items()}}
     Path(path).write_text(json.dumps(payload, indent=2, default=float))
     return Path(path)

@@ -5,7 +5,9 @@
 * pose -> text: each pose is a query against the unique texts (duplicates collapsed);
   R@k = share of poses whose text is in the top k; MedianR = median rank of the correct text.
 
-Ranks are 1-based; ties are broken by candidate order (a stable sort).
+Ranks are 1-based; ties are broken by candidate order (a stable sort). A query whose answer is not among
+the candidates ranks it after all of them (rank C + 1): never a hit. The same ranking gives the
+recognition metrics (:mod:`signclip.eval.recognition`: classes as the candidates).
 """
 from __future__ import annotations
 
@@ -31,18 +33,25 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def ranks_of(sim: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """(Q, C) scores and (Q, C) bool positives -> (Q,) 1-based rank of each query's best positive."""
+    """(Q, C) scores and (Q, C) bool positives -> (Q,) 1-based rank of each query's best positive
+    (C + 1 for a query without a positive)."""
     order = np.argsort(-sim, axis=1, kind="stable")  # (Q, C) candidates, best first
     hit = np.take_along_axis(positives, order, axis=1)  # (Q, C) positive at each rank
-    return hit.argmax(1) + 1
+    return np.where(hit.any(1), hit.argmax(1) + 1, sim.shape[1] + 1)
 
 
 def pose_to_text(sim: np.ndarray, text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
-    """sim: (N poses, M unique texts); text_index: (N,) the correct text of each pose."""
-    positives = np.zeros_like(sim, dtype=bool)
-    positives[np.arange(len(text_index)), text_index] = True
+    """sim: (N poses, M unique texts); text_index: (N,) the correct text of each pose (-1: none of the
+    candidates, never a hit). Also the class ranking of recognition: (N poses, C classes), true classes."""
+    text_index = np.asarray(text_index)
+    positives = np.zeros(sim.shape, dtype=bool)
+    known = np.flatnonzero(text_index >= 0)
+    positives[known, text_index[known]] = True
     ranks = ranks_of(sim, positives)
-    out = {f"R@{k}": float((ranks <= k).mean()) for k in ks}
+    if not len(ranks):
+        return {**{f"R@{k}": 0.0 for k in ks}, "MedianR": float("nan")}
+    found = positives.any(1)  # the correct text is a candidate (else rank C + 1, never within the top k)
+    out = {f"R@{k}": float(((ranks <= k) & found).mean()) for k in ks}
     out["MedianR"] = float(np.median(ranks))
     return out
 
@@ -81,11 +90,16 @@ def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, 
     m = int(text_index.max()) + 1
     n = len(text_index)
     counts = np.bincount(text_index, minlength=m)
-    out = {f"pose_to_text/R@{k}": min(1.0, k / m) for k in ks}
-    out["pose_to_text/MedianR"] = (m + 1) / 2
+    out = {f"pose_to_text/{k}": v for k, v in chance_ranking(m, ks).items()}
     out.update({f"text_to_pose/P@{k}": float(counts.mean() / n) for k in ks})
     out["text_to_pose/MedianR"] = float(np.median((n + 1) / (counts + 1)))
     return out
+
+
+def chance_ranking(candidates: int, ks: Sequence[int] = KS) -> dict[str, float]:
+    """R@k and median rank of one correct answer among ``candidates`` in random order."""
+    m = max(1, candidates)
+    return {**{f"R@{k}": min(1.0, k / m) for k in ks}, "MedianR": (m + 1) / 2}
 
 
 # ---- fine-grained (window x token) similarity, next to the global one -------------------------------

@@ -4,10 +4,12 @@
 for few-shot and linear probes) once, then computes
 
 * retrieval (pose→text R@k, text→pose P@k) — model, raw-keypoint baseline, chance;
-* zero-shot isolated sign recognition acc@1/@5 — model, chance;
-* sign-language identification top-1/top-5 — model, chance;
-* few-shot kNN (mean ± std over draws) and linear probe, for each label column (the text and, with
-  several sign languages, the sign language) — model embeddings, raw-keypoint features, chance;
+* isolated sign recognition as the paper's Table 5, one row per setting: the model's prompt ranking
+  (zero-shot, or fine-tuned when the model was trained on every evaluated class), few-shot kNN (mean ± std
+  over draws) and linear probe on the model's embeddings and on raw-keypoint features, chance; columns
+  acc@1 (= R@1), R@5, R@10, median rank of the correct class;
+* with several sign languages in the evaluated data: sign-language identification top-1/top-5 (model,
+  chance) and the same kNN / probe table with the sign language as the label;
 * iconicity ranking, t-SNE (and UMAP) plots, a similarity heat-map, confusion matrices, training curve.
 
 Figures are written as PNG files into ``out_dir``; :mod:`signclip.eval.report` turns the result into
@@ -16,6 +18,7 @@ Figures are written as PNG files into ``out_dir``; :mod:`signclip.eval.report` t
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,16 +34,20 @@ from signclip.eval.retrieval import chance_metrics, retrieval_metrics, unique_te
 from signclip.models.signclip import SignCLIP
 
 MODEL, KEYPOINTS, CHANCE = "signclip", "raw-keypoint baseline", "chance"
+# the row of the model's own prompt ranking in the recognition table, by the classes it was trained on
+ZERO_SHOT, FINE_TUNED, PROMPT_RANKING = "zero-shot", "fine-tuned", "prompt ranking"
 
 
 @dataclass
 class EvalResult:
-    """Metrics (JSON-able: section -> system -> metric -> value), tables, figure paths and facts."""
+    """Metrics (JSON-able: section -> system -> metric -> value), tables, figure paths, facts, and notes on
+    a metric section (section -> lines, e.g. a few-shot setting with fewer examples than asked)."""
 
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +85,29 @@ def _several_languages(df: pd.DataFrame) -> bool:
     return bool(df["signed_language"].notna().any() and df["signed_language"].nunique() > 1)
 
 
+def prompt_ranking_label(evaluated: Collection[str], trained: Collection[str] | None) -> tuple[str, str]:
+    """The name of the model's prompt-ranking row ("fine-tuned" when the model was trained on every evaluated
+    class, "zero-shot" on none, else "prompt ranking") and why."""
+    classes = set(map(str, evaluated))
+    if trained is None:
+        return PROMPT_RANKING, "the model's training classes are unknown (no splits.csv of its run)"
+    seen = len(classes & set(map(str, trained)))
+    label = FINE_TUNED if seen == len(classes) else ZERO_SHOT if seen == 0 else PROMPT_RANKING
+    return label, f"{seen} of the {len(classes)} evaluated classes were seen in training"
+
+
+def training_classes(splits_csv: str | Path) -> list[str] | None:
+    """The texts of the ``train`` split of a training run's ``splits.csv`` (None when there is no such file):
+    the classes a model of that run was trained on, for :func:`run_suite`'s ``trained_classes``."""
+    path = Path(splits_csv)
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, usecols=lambda c: c in ("text", "split"), dtype=str)
+    if not {"text", "split"} <= set(df.columns):
+        return None
+    return sorted(df.loc[df["split"] == "train", "text"].dropna().unique())
+
+
 def _class_labels(ev: pd.DataFrame, max_classes: int = 20) -> list[str]:
     """Each pose's text, "other" beyond the ``max_classes`` most frequent ones."""
     top = set(ev["text"].value_counts().index[:max_classes])
@@ -91,6 +121,13 @@ def _colour_labels(ev: pd.DataFrame) -> tuple[str, list[str]]:
     return "text", _class_labels(ev)
 
 
+def _labels(col: str, ev: Embedded, sup: Embedded | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The support and evaluated labels of ``col`` and the candidate classes of recognition (both sets')."""
+    ytr = sup.df[col].astype(str).to_numpy() if sup is not None else np.array([], dtype=str)
+    yte = ev.df[col].astype(str).to_numpy()
+    return ytr, yte, recognition.encode_labels(ytr, yte)[0]
+
+
 class Suite:
     """One evaluation: the steps of :func:`run_suite`, each adding to ``self.result``."""
 
@@ -98,7 +135,9 @@ class Suite:
         self.model, self.out, self.shots, self.draws, self.seed = model, out, shots, draws, seed
         self.result = EvalResult()
         self.zero_shot: recognition.RankingResult | None = None
+        self.prompt_label = PROMPT_RANKING
         self.language_id: recognition.RankingResult | None = None
+        self.keypoints: tuple[np.ndarray, np.ndarray] | None = None  # raw-keypoint features of support, evaluated
 
     def retrieval(self, ev: Embedded, sup: Embedded | None) -> None:
         prompts = table_prompts(self.model, ev.df)
@@ -110,43 +149,51 @@ class Suite:
         sec[CHANCE] = chance_metrics(index)
         self.result.metrics["retrieval"] = sec
 
-    def recognition(self, ev: Embedded, sup: Embedded | None) -> None:
-        """Zero-shot sign recognition and, when every pose has a known sign language, its identification."""
-        zs = self.zero_shot = recognition.zero_shot_recognition(self.model, ev.emb, ev.df)
-        c = len(zs.classes)
-        self.result.metrics["zero_shot_recognition"] = {
-            MODEL: zs.metrics, CHANCE: {"acc@1": min(1, 1 / c), "acc@5": min(1, 5 / c)}}
+    def recognition(self, ev: Embedded, sup: Embedded | None, trained: Collection[str] | None) -> None:
+        """Isolated sign recognition (the paper's Table 5) and, with several sign languages evaluated, the
+        sign language: identification by prompts and the same kNN / probe table on the language label."""
+        _, yte, classes = _labels("text", ev, sup)
+        label, why = prompt_ranking_label(yte, trained)
+        zs = self.zero_shot = recognition.zero_shot_recognition(self.model, ev.emb, ev.df, classes)
+        self.prompt_label = label
+        self.result.facts["recognition"] = (f"{len(classes)} candidate classes; signclip's prompt ranking is "
+                                            f"'{label}': {why}")
+        rows = {f"{MODEL} {label}": recognition.recognition_metrics(zs.scores, zs.labels)}
+        self.result.metrics["recognition/text"] = self.frozen_features(rows, "text", ev, sup)
+        if not _several_languages(ev.df):
+            return  # one sign language (or none known): nothing to identify
         known = list(self.model.cfg.signed_languages)
-        if not (ev.df["signed_language"].notna().all() and known):
-            return
-        spoken = recognition.spoken_for_signed(pd.concat([e.df for e in (sup, ev) if e is not None]))
-        self.language_id = recognition.language_identification(
-            self.model, ev.emb, ev.df["signed_language"].astype(str).tolist(), known, spoken)
-        n = len(known)
-        self.result.metrics["language_identification"] = {
-            MODEL: self.language_id.metrics, CHANCE: {"top-1": min(1, 1 / n), "top-5": min(1, 5 / n)}}
+        if ev.df["signed_language"].notna().all() and known:
+            spoken = recognition.spoken_for_signed(pd.concat([e.df for e in (sup, ev) if e is not None]))
+            self.language_id = recognition.language_identification(
+                self.model, ev.emb, ev.df["signed_language"].astype(str).tolist(), known, spoken)
+            n = len(known)
+            self.result.metrics["language_identification"] = {
+                MODEL: self.language_id.metrics, CHANCE: {"top-1": min(1, 1 / n), "top-5": min(1, 5 / n)}}
+        if sup is not None:
+            self.result.metrics["recognition/signed_language"] = self.frozen_features({}, "signed_language", ev, sup)
 
-    def few_shot(self, ev: Embedded, sup: Embedded) -> None:
-        """Few-shot kNN and linear probe for each label column, the raw keypoints through the same code."""
-        ev_kp, sup_kp = keypoint_features(ev.arrays), keypoint_features(sup.arrays)  # (N, F), (S, F)
-        shots = self.shots
-        for col in ["text"] + (["signed_language"] if _several_languages(ev.df) else []):
-            ytr, yte = sup.df[col].astype(str).to_numpy(), ev.df[col].astype(str).to_numpy()
-            chance = 1 / max(1, len(set(ytr) | set(yte)))
-            fs = {name: recognition.few_shot_knn(x_tr, ytr, x_te, yte, shots, self.draws, self.seed)
-                  for name, x_tr, x_te in ((MODEL, sup.emb, ev.emb), (KEYPOINTS, sup_kp, ev_kp))}
-            self.result.metrics[f"few_shot/{col}"] = {
-                **{k: {f"{shots}-shot acc (mean)": v["mean"], f"{shots}-shot acc (std)": v["std"], "kNN k": v["k"]}
-                   for k, v in fs.items()},
-                CHANCE: {f"{shots}-shot acc (mean)": chance}}
-            self.result.metrics[f"linear_probe/{col}"] = {
-                MODEL: {"accuracy": recognition.linear_probe(sup.emb, ytr, ev.emb, yte)},
-                KEYPOINTS: {"accuracy": recognition.linear_probe(sup_kp, ytr, ev_kp, yte)},
-                CHANCE: {"accuracy": chance}}
+    def frozen_features(self, rows: dict[str, dict[str, float]], col: str, ev: Embedded,
+                        sup: Embedded | None) -> dict[str, dict[str, float]]:
+        """``rows`` + few-shot kNN and linear probe on ``col``, on the model's embeddings and on raw keypoints
+        (with a support set), + chance: one row per setting, the candidates are the labels of both sets."""
+        ytr, yte, classes = _labels(col, ev, sup)
+        if sup is not None:
+            if self.keypoints is None:
+                self.keypoints = keypoint_features(sup.arrays), keypoint_features(ev.arrays)  # (S, F), (N, F)
+            for name, x_tr, x_te in ((MODEL, sup.emb, ev.emb), (KEYPOINTS, *self.keypoints)):
+                rows[f"{name} {self.shots}-shot kNN"] = recognition.few_shot_knn(x_tr, ytr, x_te, yte, self.shots,
+                                                                                 self.draws, self.seed)
+                rows[f"{name} linear probe"] = recognition.linear_probe(x_tr, ytr, x_te, yte)
+            short = recognition.shots_note(ytr, classes, self.shots)
+            if short:
+                self.result.notes.setdefault(f"recognition/{col}", []).append(short)
             unseen = float(np.mean(~np.isin(yte, ytr)))
             if unseen:
                 self.result.facts[f"labels '{col}'"] = (f"{unseen:.0%} of evaluated poses have a label absent from "
                                                         "the support set")
+        rows[CHANCE] = recognition.chance_recognition(len(classes))
+        return rows
 
     def iconicity(self, ev: Embedded, sup: Embedded | None) -> None:
         """The cross-lingual iconicity ranking over every embedded pose."""
@@ -174,7 +221,8 @@ class Suite:
         figures["similarity"] = self.similarity_heatmap(ev, colour_by == "signed_language")
         zs = self.zero_shot
         figures["confusion_zero_shot"] = analysis.plot_confusion(
-            zs.confusion, zs.classes, out / "confusion_zero_shot.png", "zero-shot recognition (row-normalised)")
+            zs.confusion, zs.classes, out / "confusion_zero_shot.png",
+            f"recognition by prompt ranking ({self.prompt_label}; row-normalised)")
         if self.language_id is not None:
             lid = self.language_id
             used = [i for i in range(len(lid.classes)) if lid.confusion[i].sum() or lid.confusion[:, i].sum()]
@@ -212,10 +260,13 @@ class Suite:
 
 def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: str = "test", shots: int = 10,
               draws: int = 5, seed: int = 0, log_csv: str | Path | None = None, progress: bool = False,
-              plots: bool = True, title: str = "signclip evaluation") -> EvalResult:
+              plots: bool = True, title: str = "signclip evaluation",
+              trained_classes: Collection[str] | None = None) -> EvalResult:
     """Evaluate ``model`` on ``data[data.split == split]`` (``split="all"``: every row); write figures to
     ``out_dir``. ``data`` is a dataset table (e.g. RUN/splits.csv); rows of the ``train`` split are the
-    support set of the few-shot kNN, the linear probe and the raw-keypoint baseline."""
+    support set of the few-shot kNN, the linear probe and the raw-keypoint baseline. ``trained_classes``:
+    the texts the model was trained on (its run's training split), which name its prompt-ranking row
+    "zero-shot" or "fine-tuned" (None: unknown, "prompt ranking")."""
     start = tick = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,11 +292,8 @@ def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: s
     })
     suite.retrieval(ev, sup)
     lap("retrieval")
-    suite.recognition(ev, sup)
-    lap("zero-shot + language id")
-    if sup is not None:
-        suite.few_shot(ev, sup)
-    lap("few-shot + probe")
+    suite.recognition(ev, sup, trained_classes)
+    lap("recognition + language id")
     suite.iconicity(ev, sup)
     if plots:
         suite.plots(ev, log_csv)

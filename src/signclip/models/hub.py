@@ -120,10 +120,11 @@ def read_metrics(path: str | Path) -> tuple[dict[str, dict[str, dict[str, float]
 
 
 def _metrics_markdown(sections: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """One table per metric section (rows: metrics, columns: the model and its baselines)."""
+    """One table per metric section (rows: metrics, columns: the model and its baselines; recognition: one row
+    per setting)."""
     lines: list[str] = []
-    for name, _, columns in metric_sections(sections):
-        lines += ["", f"### {name}", "", metric_table(columns)]
+    for sec in metric_sections(sections):
+        lines += ["", f"### {sec.title}", "", metric_table(sec.columns, sec.by_system)]
     return lines
 
 
