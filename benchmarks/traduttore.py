@@ -168,7 +168,8 @@ def lexicon_table() -> pd.DataFrame:
 
 def report(rows: list[dict]) -> None:
     df = pd.DataFrame(rows)
-    print("\n| fold | variant | seeds | steps | s / run | 1-NN | zero-shot | random weights 1-NN | raw keypoints 1-NN |")
+    print("\n| fold | variant | seeds | steps | s / run | 1-NN | zero-shot | random weights 1-NN "
+          "| raw keypoints 1-NN |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for (fold, variant), g in df.groupby(["fold", "variant"], sort=False):
         def cell(col: str) -> str:
