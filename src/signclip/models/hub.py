@@ -176,52 +176,9 @@ def model_card(model_dir: str | Path, repo_id: str, license: str = DEFAULT_LICEN
     languages = list(dict.fromkeys([*cfg.spoken_languages, *cfg.signed_languages]))
     data = ModelCardData(library_name="signclip", license=license, tags=list(TAGS), language=languages or None,
                          datasets=list(datasets) or None, pipeline_tag="feature-extraction")
-    layout = get_layout(cfg.pose.layout)
-    tower = {"global": "one stream over all points", "partwise": "part-wise: manual (hands) and non-manual "
-             "(body, face) streams fused"}.get(cfg.pose_encoder, cfg.pose_encoder)
-    if cfg.pose_encoder == "partwise":
-        tower += (", body and face embedded separately" if cfg.split_non_manual else "") + (
-            ", GCN over the hand skeletons" if cfg.graph_conv else "")
-    text_model = DEFAULT_TEXT_MODEL if cfg.text_model == "default" else cfg.text_model
-    lines = [
-        "---", data.to_yaml(), "---", "", f"# {repo_id}", "",
-        "A signclip model: one embedding space for sign-language **poses** "
-        "(MediaPipe Holistic keypoints, `.pose` files) and spoken-language **text**, learned by contrastive "
-        "pre-training as in [SignCLIP (Jiang et al., EMNLP 2024)](https://aclanthology.org/2024.emnlp-main.518/). "
-        "Use it to search signs by text and text by sign, for zero-shot and few-shot sign recognition, and to "
-        "identify the sign language of a pose.", "",
-        "## Usage", "", "```python", "import signclip", "",
-        f'model = signclip.load("hf-hub:{repo_id}")',
-        'poses = model.encode_pose(["sign.pose"])                                # (1, '
-        f'{cfg.embed_dim}), L2-normalised',
-        'texts = model.encode_text(["house"], spoken_language="en", signed_language="ase")  # prompt "<en> <ase> '
-        'house"', "scores = poses @ texts.T", "```", "",
-        f"The same id works on the command line (`signclip embed hf-hub:{repo_id} sign.pose -o emb.npy`, "
-        f"`signclip serve hf-hub:{repo_id}`, `signclip eval`, `signclip index build`, `signclip export onnx`). "
-        "The files are cached by `huggingface_hub`; with `HF_HUB_OFFLINE=1` the cached copy is used.", "",
-        "## Model", "",
-        table(["", ""], [
-            ["configuration", f"`{cfg.name}`"], ["embedding dimension", cfg.embed_dim],
-            ["pose tower", f"{tower}; width {cfg.pose_width}, {cfg.pose_layers} transformer layers, "
-                           f"{cfg.pose_heads} heads"],
-            ["pose input", f"layout `{layout.name}` ({len(layout)} points, {cfg.pose.dims} coordinates), "
-                           f"{cfg.pose.fps:g} fps, at most {cfg.pose.max_frames} frames"],
-            ["text tower", f"{text_model}, mean pooled" + (", frozen" if cfg.freeze_text else "")],
-            ["prompt", f"`{cfg.prompt_template}`"], ["parameters", _parameters(model_dir / "model.safetensors")],
-            ["spoken languages", ", ".join(cfg.spoken_languages) or "none recorded"],
-            ["sign languages", ", ".join(cfg.signed_languages) or "none recorded"]]),
-        "", "Poses are centred on the shoulders and scaled to shoulder width 1"
-        + (" (left-handed poses mirrored)" if cfg.pose.mirror_left_handed else "")
-        + "; the pose features are standardised with training-set statistics stored in the weights.",
-    ]
-    training: list[str] = []
-    if run is not None and (run / "splits.csv").is_file():
-        training += ["Data split (`splits.csv` of the training run):", "", *_split_summary(run / "splits.csv"), ""]
-    if run is not None and (run / "train_config.json").is_file():
-        training += [*_train_summary(run / "train_config.json"), ""]
     sections, facts = read_metrics(metrics) if metrics is not None else ({}, {})
-    training += [f"- {k}: {facts[k]}" for k in ("data", "training") if k in facts]
-    lines += ["", "## Training", "", *(training or ["No training run was found beside this model."])]
+    lines = ["---", data.to_yaml(), "---", "", f"# {repo_id}", "", *_usage_section(repo_id, cfg.embed_dim),
+             *_model_section(cfg, model_dir), "", "## Training", "", *_training_section(run, facts)]
     if sections:
         lines += ["", "## Evaluation", ""]
         lines += [f"- {k}: {facts[k]}" for k in ("evaluated", "model") if k in facts]
@@ -231,6 +188,56 @@ def model_card(model_dir: str | Path, repo_id: str, license: str = DEFAULT_LICEN
              "own terms.")
     lines += ["", "## Licence", "", f"`{license}`, as chosen by the uploader. {terms}", ""]
     return "\n".join(lines)
+
+
+def _usage_section(repo_id: str, embed_dim: int) -> list[str]:
+    return [
+        "A signclip model: one embedding space for sign-language **poses** "
+        "(MediaPipe Holistic keypoints, `.pose` files) and spoken-language **text**, learned by contrastive "
+        "pre-training as in [SignCLIP (Jiang et al., EMNLP 2024)](https://aclanthology.org/2024.emnlp-main.518/). "
+        "Use it to search signs by text and text by sign, for zero-shot and few-shot sign recognition, and to "
+        "identify the sign language of a pose.", "",
+        "## Usage", "", "```python", "import signclip", "",
+        f'model = signclip.load("hf-hub:{repo_id}")',
+        f'poses = model.encode_pose(["sign.pose"])                                # (1, {embed_dim}), L2-normalised',
+        'texts = model.encode_text(["house"], spoken_language="en", signed_language="ase")  # prompt "<en> <ase> '
+        'house"', "scores = poses @ texts.T", "```", "",
+        f"The same id works on the command line (`signclip embed hf-hub:{repo_id} sign.pose -o emb.npy`, "
+        f"`signclip serve hf-hub:{repo_id}`, `signclip eval`, `signclip index build`, `signclip export onnx`). "
+        "The files are cached by `huggingface_hub`; with `HF_HUB_OFFLINE=1` the cached copy is used.", ""]
+
+
+def _model_section(cfg: ModelConfig, model_dir: Path) -> list[str]:
+    layout = get_layout(cfg.pose.layout)
+    tower = {"global": "one stream over all points", "partwise": "part-wise: manual (hands) and non-manual "
+             "(body, face) streams fused"}.get(cfg.pose_encoder, cfg.pose_encoder)
+    if cfg.pose_encoder == "partwise":
+        tower += (", body and face embedded separately" if cfg.split_non_manual else "") + (
+            ", GCN over the hand skeletons" if cfg.graph_conv else "")
+    text_model = DEFAULT_TEXT_MODEL if cfg.text_model == "default" else cfg.text_model
+    return ["## Model", "", table(["", ""], [
+        ["configuration", f"`{cfg.name}`"], ["embedding dimension", cfg.embed_dim],
+        ["pose tower", f"{tower}; width {cfg.pose_width}, {cfg.pose_layers} transformer layers, "
+                       f"{cfg.pose_heads} heads"],
+        ["pose input", f"layout `{layout.name}` ({len(layout)} points, {cfg.pose.dims} coordinates), "
+                       f"{cfg.pose.fps:g} fps, at most {cfg.pose.max_frames} frames"],
+        ["text tower", f"{text_model}, mean pooled" + (", frozen" if cfg.freeze_text else "")],
+        ["prompt", f"`{cfg.prompt_template}`"], ["parameters", _parameters(model_dir / "model.safetensors")],
+        ["spoken languages", ", ".join(cfg.spoken_languages) or "none recorded"],
+        ["sign languages", ", ".join(cfg.signed_languages) or "none recorded"]]),
+        "", "Poses are centred on the shoulders and scaled to shoulder width 1"
+        + (" (left-handed poses mirrored)" if cfg.pose.mirror_left_handed else "")
+        + "; the pose features are standardised with training-set statistics stored in the weights."]
+
+
+def _training_section(run: Path | None, facts: dict[str, str]) -> list[str]:
+    lines: list[str] = []
+    if run is not None and (run / "splits.csv").is_file():
+        lines += ["Data split (`splits.csv` of the training run):", "", *_split_summary(run / "splits.csv"), ""]
+    if run is not None and (run / "train_config.json").is_file():
+        lines += [*_train_summary(run / "train_config.json"), ""]
+    lines += [f"- {k}: {facts[k]}" for k in ("data", "training") if k in facts]
+    return lines or ["No training run was found beside this model."]
 
 
 def write_model_card(folder: str | Path, repo_id: str, **card) -> Path:
