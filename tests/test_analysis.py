@@ -51,6 +51,7 @@ def _is_png(path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
 
 
+@pytest.mark.slow  # t-SNE
 def test_plots_write_pngs(tmp_path):
     rng = np.random.default_rng(2)
     emb = np.concatenate([rng.normal(loc=c, size=(10, 16)) for c in (0, 4, 8)])  # 3 clusters

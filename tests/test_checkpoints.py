@@ -20,6 +20,8 @@ from signclip.errors import DamagedFileError, RunLockedError
 from signclip.training import prepare_splits, train
 from signclip.training.checkpoints import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test trains
+
 
 @pytest.fixture(scope="module")
 def splits(lexicon, tiny_model):
@@ -113,7 +115,6 @@ with FileLock({str(out / 'train.lock')!r}):
     assert run(splits, out)["steps"] == 4  # free again
 
 
-@pytest.mark.slow
 def test_sigkill_during_training_costs_at_most_one_save(lexicon, tmp_path):
     """`signclip train` killed with SIGKILL at staggered moments, then resumed each time: it always
     continues from a checkpoint (never from step 0), and the finished log has every step once."""

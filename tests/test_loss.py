@@ -68,6 +68,7 @@ def test_duplicates_reach_the_target_entropy():
     assert soft == pytest.approx(2 * math.log(2) / 3, abs=1e-6)
 
 
+@pytest.mark.slow  # trains
 def test_loss_decreases_on_a_tiny_batch(tiny_model, lexicon):
     torch.manual_seed(0)
     model = copy.deepcopy(tiny_model).train()

@@ -112,12 +112,14 @@ def test_reconstruction_loss_ignores_invalid_entries():
     assert reconstruction_loss(pred, target, torch.zeros_like(valid)).item() == 0.0
 
 
+@pytest.mark.slow  # trains
 def test_mpm_loss_decreases(model, batch):
     history = _train_steps(model, batch, TrainConfig(mpm_weight=1.0))
     assert history[-1]["mpm"] < history[0]["mpm"]
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+@pytest.mark.slow  # trains
 def test_fine_grained_loss_decreases(model, batch):
     history = _train_steps(model, batch, TrainConfig(fine_grained_weight=1.0))
     assert set(history[0]) == {"loss", "contrastive", "fine_grained"}

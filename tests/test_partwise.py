@@ -82,6 +82,7 @@ def test_partwise_padding_invariance(gcn_model, poses):
     np.testing.assert_allclose(batched, alone, atol=1e-5)
 
 
+@pytest.mark.slow  # trains
 def test_partwise_loss_decreases(gcn_model, poses):
     rows, arrays = poses
     x, mask = pad_poses(arrays)

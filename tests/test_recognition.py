@@ -171,6 +171,7 @@ def sample_embeddings(tiny_model, lexicon_sample):
     return tiny_model, tiny_model.encode_pose(lexicon_sample["path"].tolist())
 
 
+@pytest.mark.slow  # the naive reference embeds one prompt at a time
 def test_zero_shot_recognition_on_lexicon(sample_embeddings, lexicon_sample):
     model, emb = sample_embeddings
     res = rec.zero_shot_recognition(model, emb, lexicon_sample, classes=["A", "B", "C", "D"])

@@ -105,6 +105,7 @@ def test_stream_resumes_exactly(packed, tiny_model):
         np.testing.assert_array_equal(xa.numpy(), xb.numpy())
 
 
+@pytest.mark.slow  # trains
 def test_train_and_embed_from_shards(packed, tmp_path):
     import pandas as pd
 

@@ -71,6 +71,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("ema_decay", [0.0, 0.5])
 def test_resume_continues_exactly(small_splits, tmp_path, ema_decay):
     """6 steps (3 epochs of 2 batches, dropout, augmentation, warm-up + cosine) in one go, versus 3
