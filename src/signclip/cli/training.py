@@ -57,11 +57,12 @@ def train_cmd(
         raise UsageError("give --model (a new model) or --init (a trained one), not both")
     chosen = get_recipe(recipe or ("finetune" if init else "default"))
     base = json.loads(config.read_text()) if config else {}
-    cfg = chosen.train_config(**{**base, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                 "grad_accum": grad_accum, "seed": seed, "device": device,
-                                 "save_every": save_every, "eval_every": eval_every, "split_by": split_by,
-                                 "refit_statistics": True if refit_stats else None,
-                                 "min_steps": 0 if epochs or steps else None})  # --epochs N means N epochs
+    options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
+               "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
+               "split_by": split_by, "refit_statistics": True if refit_stats else None}
+    if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
+        options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
+    cfg = chosen.train_config(**{**base, **options})
     if threads:
         import torch
 
