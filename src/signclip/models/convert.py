@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from signclip.config import ModelConfig, get_model_config, list_model_configs
 from signclip.errors import CheckpointError
+from signclip.models.reference import BERT_POSITIONS
 from signclip.models.signclip import SignCLIP, text_options
 from signclip.models.text_encoder import TextEncoder
 from signclip.pose.layout import get_layout
@@ -114,6 +115,8 @@ def reference_config(state: dict[str, torch.Tensor], path: Path, variant: str | 
     cfg.embed_dim = cfg.pose_width = width
     cfg.pose_layers, cfg.pose_heads, cfg.pose_mlp_ratio = layers, max(1, width // 64), intermediate / width
     if max_video_len is not None:
+        if not 0 < max_video_len < BERT_POSITIONS - 1:
+            raise CheckpointError(f"max_video_len: {max_video_len} is not between 1 and {BERT_POSITIONS - 2}")
         cfg.max_video_len = max_video_len
     cfg.pose.max_frames = cfg.max_video_len  # the reference takes no more; longer poses are resampled
     return cfg
