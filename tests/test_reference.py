@@ -20,6 +20,7 @@ import signclip
 from signclip.cli import app
 from signclip.errors import CheckpointError
 from signclip.models.convert import load_reference_weights, reference_config, reference_model
+from signclip.pose.layout import get_layout
 
 from reference_utils import (
     HEADS,
@@ -173,6 +174,7 @@ def test_hand_dominant_variant(tmp_path, lexicon):
         model = signclip.load(out)
         assert (model.cfg.pose.layout, model.cfg.max_video_len, model.cfg.text_max_tokens) == (
             "right_hand", max_video_len, 95)
+        assert sorted({i for edge in get_layout("right_hand").skeleton_edges for i in edge}) == list(range(21))
         expected = torch.stack([reference_pose_embedding(weights, reference_features_e32(p), slow.cls_token_id,
                                                          slow.sep_token_id, max_video_len) for p in paths]).numpy()
         ours = model.encode_pose(paths, normalize=False)
