@@ -20,6 +20,7 @@ import signclip
 from signclip.cli import app
 from signclip.errors import CheckpointError
 from signclip.models.convert import load_reference_weights, reference_config, reference_model
+from signclip.models.hub import model_card
 from signclip.pose.layout import get_layout
 
 from reference_utils import (
@@ -113,6 +114,8 @@ def test_converted_model_directory(e72, e72_model):
     pose = cfg["pose"]
     assert (pose["fps"], pose["shoulder_width"], pose["mirror_left_handed"]) == (None, "xyz", False)
     assert (cfg["embed_dim"], cfg["pose_layers"], cfg["pose_heads"]) == (HIDDEN, 2, HEADS)
+    card = model_card(e72["dir"], "org/signclip-e72")  # the Hub model card describes it
+    assert "frames as stored" in card and "BERT over [CLS] frames [SEP]" in card
     # only the [CLS] / [SEP] rows of the video tower's vocabulary are kept
     cls, sep = e72["slow"].cls_token_id, e72["slow"].sep_token_id
     np.testing.assert_array_equal(e72_model.pose.bert.embeddings.word_embeddings.weight.detach().numpy(),
