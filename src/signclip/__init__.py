@@ -14,7 +14,8 @@ _EXPORTS = {
     "SignCLIP": "signclip.models.signclip", "create_model": "signclip.models.signclip",
     "load": "signclip.models.signclip", "ModelConfig": "signclip.config", "TrainConfig": "signclip.config",
     "get_model_config": "signclip.config", "list_models": "signclip.config",
-    "fit": "signclip.training", "load_dataset": "signclip.data.manifests",
+    "convert_reference": "signclip.models.convert", "fit": "signclip.training",
+    "load_dataset": "signclip.data.manifests",
     "PoseInputError": "signclip.errors", "TextInputError": "signclip.errors", "SignCLIPInputError": "signclip.errors",
 }
 __all__ = [*_EXPORTS, "__version__"]

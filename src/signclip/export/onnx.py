@@ -30,7 +30,8 @@ class _PoseGraph(nn.Module):
     """The pose tower written with plain tensor ops, using the model's own weights.
 
     ``nn.MultiheadAttention`` traces with its batch and length frozen into reshapes, so the
-    pre-norm encoder layers are spelled out here with dynamic shapes (same maths, eval mode)."""
+    pre-norm encoder layers are spelled out here with dynamic shapes (same maths, eval mode). The
+    reference tower's Hugging Face BERT traces as it is, like the text tower."""
 
     def __init__(self, model):
         super().__init__()
@@ -60,10 +61,10 @@ class _PoseGraph(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, F), (B, T) -> (B, E)
         self.pose.run_transformer = self.run_transformer  # any pose encoder, with exportable layers
         try:
-            h = self.pose.frame_features(x, mask)  # (B, T, W)
+            z = self.pose(x, mask)  # (B, E)
         finally:
             del self.pose.run_transformer
-        return nn.functional.normalize(self.pose.pool(h, mask), dim=-1)  # (B, E)
+        return nn.functional.normalize(z, dim=-1)  # (B, E)
 
 
 class _TextGraph(nn.Module):

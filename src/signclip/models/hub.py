@@ -210,7 +210,8 @@ def _usage_section(repo_id: str, embed_dim: int) -> list[str]:
 def _model_section(cfg: ModelConfig, model_dir: Path) -> list[str]:
     layout = get_layout(cfg.pose.layout)
     tower = {"global": "one stream over all points", "partwise": "part-wise: manual (hands) and non-manual "
-             "(body, face) streams fused"}.get(cfg.pose_encoder, cfg.pose_encoder)
+             "(body, face) streams fused", "reference": "the reference SignCLIP's (converted): BERT over "
+             "[CLS] frames [SEP]"}.get(cfg.pose_encoder, cfg.pose_encoder)
     if cfg.pose_encoder == "partwise":
         tower += (", body and face embedded separately" if cfg.split_non_manual else "") + (
             ", GCN over the hand skeletons" if cfg.graph_conv else "")
@@ -220,14 +221,16 @@ def _model_section(cfg: ModelConfig, model_dir: Path) -> list[str]:
         ["pose tower", f"{tower}; width {cfg.pose_width}, {cfg.pose_layers} transformer layers, "
                        f"{cfg.pose_heads} heads"],
         ["pose input", f"layout `{layout.name}` ({len(layout)} points, {cfg.pose.dims} coordinates), "
-                       f"{cfg.pose.fps:g} fps, at most {cfg.pose.max_frames} frames"],
+                       f"{f'{cfg.pose.fps:g} fps' if cfg.pose.fps else 'frames as stored'}, "
+                       f"at most {cfg.pose.max_frames} frames"],
         ["text tower", f"{text_model}, mean pooled" + (", frozen" if cfg.freeze_text else "")],
         ["prompt", f"`{cfg.prompt_template}`"], ["parameters", _parameters(model_dir / "model.safetensors")],
         ["spoken languages", ", ".join(cfg.spoken_languages) or "none recorded"],
         ["sign languages", ", ".join(cfg.signed_languages) or "none recorded"]]),
         "", "Poses are centred on the shoulders and scaled to shoulder width 1"
         + (" (left-handed poses mirrored)" if cfg.pose.mirror_left_handed else "")
-        + "; the pose features are standardised with training-set statistics stored in the weights."]
+        + ("; the pose features are standardised with training-set statistics stored in the weights."
+           if cfg.pose_encoder != "reference" else "; missing points are 0, as in the reference SignCLIP.")]
 
 
 def _training_section(run: Path | None, facts: dict[str, str]) -> list[str]:

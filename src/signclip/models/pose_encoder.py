@@ -25,6 +25,8 @@ class PoseEncoder(nn.Module):
     mean/std of the training set are buffers (saved with the weights); standardised NaNs become 0.
     """
 
+    learns_statistics = True  # SignCLIP.fit_preprocessing sets feature_mean / feature_std from training data
+
     def __init__(self, in_dim: int, width: int, layers: int, heads: int, mlp_ratio: float,
                  dropout: float, max_frames: int, embed_dim: int, dims: int = 3,
                  hands: list[list[int]] | None = None):

@@ -32,6 +32,7 @@ from signclip.files import recover_dir, replacing_dir
 from signclip.models.hub import DEFAULT_LICENSE, push_to_hub, resolve_model_dir
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
+from signclip.models.reference import ReferencePoseEncoder
 from signclip.models.statistics import FeatureStatistics
 from signclip.models.text_encoder import TextEncoder, load_tokenizer
 from signclip.pose.io import PoseSource
@@ -42,7 +43,8 @@ from signclip.text.prompts import make_prompts
 WEIGHTS = "model.safetensors"
 PoseInput = PoseSource | np.ndarray  # path, .pose bytes, Pose, or a preprocessed (T, P, D) array
 # ModelConfig.pose_encoder -> pose tower class (each has ``from_config(cfg, layout)``)
-POSE_ENCODERS: dict[str, type[PoseEncoder]] = {"global": PoseEncoder, "partwise": PartwisePoseEncoder}
+POSE_ENCODERS: dict[str, type[PoseEncoder]] = {"global": PoseEncoder, "partwise": PartwisePoseEncoder,
+                                               "reference": ReferencePoseEncoder}
 
 
 class SignCLIP(nn.Module):
@@ -66,7 +68,7 @@ class SignCLIP(nn.Module):
         """A fresh model: random pose tower, pretrained text tower."""
         if isinstance(cfg, str):
             cfg = get_model_config(cfg, **overrides)
-        text = TextEncoder.pretrained(cfg.text_model, cfg.embed_dim, cfg.freeze_text)
+        text = TextEncoder.pretrained(cfg.text_model, cfg.embed_dim, cfg.freeze_text, **text_options(cfg))
         return cls(cfg, text, load_tokenizer(cfg.text_model))
 
     @classmethod
@@ -83,7 +85,7 @@ class SignCLIP(nn.Module):
             state = load_file(str(path / WEIGHTS))
         except (OSError, ValueError, SafetensorError) as e:
             raise DamagedFileError(f"{path}: cannot read the saved model ({type(e).__name__}: {e})") from None
-        text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text)
+        text = TextEncoder.from_config_dir(path / "text_config", cfg.embed_dim, cfg.freeze_text, **text_options(cfg))
         model = cls(cfg, text, load_tokenizer(path / "tokenizer"))
         # models saved before the masked-pose-modelling head moved to the training objective carry it
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("mpm_head.")})
@@ -146,11 +148,12 @@ class SignCLIP(nn.Module):
         """Fit what the model takes from its training data, stored with its weights and config:
 
         * the per-dimension mean/std of the pose features, from preprocessed (T, P, D) training ``poses``
-          or given as ``statistics`` (e.g. computed while packing shards); kept as they are when neither;
+          or given as ``statistics`` (e.g. computed while packing shards); kept as they are when neither,
+          and always for a pose tower that reads unstandardised features (``learns_statistics`` False);
         * the language codes it knows (added to those it knows already; None/NaN ignored)."""
-        if statistics is None and len(poses):
+        if statistics is None and len(poses) and self.pose.learns_statistics:
             statistics = self.feature_statistics().add_poses(poses).result()
-        if statistics is not None:
+        if statistics is not None and self.pose.learns_statistics:
             self.pose.feature_mean.copy_(torch.as_tensor(statistics[0], dtype=torch.float32))
             self.pose.feature_std.copy_(torch.as_tensor(statistics[1], dtype=torch.float32))
         for field, codes in (("spoken_languages", spoken_languages), ("signed_languages", signed_languages)):
@@ -256,6 +259,11 @@ class SignCLIP(nn.Module):
         """The prompts this model would embed for these texts and languages."""
         return make_prompts(texts, spoken_language, signed_language, template=self.cfg.prompt_template,
                             known_spoken=self.cfg.spoken_languages, known_signed=self.cfg.signed_languages)
+
+
+def text_options(cfg: ModelConfig) -> dict:
+    """The :class:`TextEncoder` options of a config: pooling and projection."""
+    return {"pooling": cfg.text_pooling, "projection": cfg.text_projection}
 
 
 @contextmanager

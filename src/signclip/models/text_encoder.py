@@ -24,25 +24,37 @@ def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
 
 
 class TextEncoder(nn.Module):
-    """Pretrained transformer + masked mean pooling + linear projection to the joint space."""
+    """Pretrained transformer + masked mean pooling + linear projection to the joint space.
 
-    def __init__(self, backbone: nn.Module, embed_dim: int, freeze: bool = False):
+    ``pooling="mean_no_cls"`` leaves the first token ([CLS]) out of the mean and ``projection=False``
+    drops the projection (``embed_dim`` must then be the backbone's width): the reference SignCLIP's text tower.
+    """
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, freeze: bool = False, pooling: str = "mean",
+                 projection: bool = True):
         super().__init__()
+        if pooling not in ("mean", "mean_no_cls"):
+            raise ValueError(f"text_pooling: unknown {pooling!r}; known: mean, mean_no_cls")
+        width = backbone.config.hidden_size
+        if not projection and embed_dim != width:
+            raise ValueError(f"embed_dim: {embed_dim} without a text projection must be the text width {width}")
         self.backbone = backbone
-        self.proj = nn.Linear(backbone.config.hidden_size, embed_dim, bias=False)
+        self.proj = nn.Linear(width, embed_dim, bias=False) if projection else nn.Identity()
+        self.skip_first = pooling == "mean_no_cls"
         self.frozen = freeze
         if freeze:
             self.backbone.requires_grad_(False)
 
     @classmethod
-    def pretrained(cls, name: str, embed_dim: int, freeze: bool = False) -> "TextEncoder":
+    def pretrained(cls, name: str, embed_dim: int, freeze: bool = False, **options) -> "TextEncoder":
         """Load pretrained weights (a model id or local directory, resolved offline when cached)."""
-        return cls(AutoModel.from_pretrained(resolve_text_model(name)), embed_dim, freeze)
+        return cls(AutoModel.from_pretrained(resolve_text_model(name)), embed_dim, freeze, **options)
 
     @classmethod
-    def from_config_dir(cls, config_dir: str | Path, embed_dim: int, freeze: bool = False) -> "TextEncoder":
+    def from_config_dir(cls, config_dir: str | Path, embed_dim: int, freeze: bool = False,
+                        **options) -> "TextEncoder":
         """Architecture only (weights come from the saved model's safetensors)."""
-        return cls(AutoModel.from_config(AutoConfig.from_pretrained(config_dir)), embed_dim, freeze)
+        return cls(AutoModel.from_config(AutoConfig.from_pretrained(config_dir)), embed_dim, freeze, **options)
 
     def token_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) ids and mask -> (B, L, H) token features."""
@@ -53,6 +65,8 @@ class TextEncoder(nn.Module):
 
     def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L, H) token features -> (B, E): masked mean over tokens, then projection."""
+        if self.skip_first:
+            h, attention_mask = h[:, 1:], attention_mask[:, 1:]
         return self.proj(masked_mean(h, attention_mask))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

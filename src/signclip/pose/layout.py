@@ -123,7 +123,7 @@ class Layout:
         idx = {key: i for i, key in enumerate(self.points)}
         edges = [(idx[(BODY, a)], idx[(BODY, b)]) for a, b in BODY_EDGES if (BODY, a) in idx and (BODY, b) in idx]
         for ids in self.hand_slices.values():
-            edges += [(ids[a], ids[b]) for a, b in HAND_EDGES]
+            edges += [(ids[a], ids[b]) for a, b in HAND_EDGES] if ids else []
         return edges
 
 
@@ -152,9 +152,12 @@ def _layout(name: str, body: list[str]) -> Layout:
 @lru_cache(maxsize=None)
 def get_layout(name: str) -> Layout:
     """``reduce_holistic``: 178 points as pose-format's reduce_holistic (8 body, 128 face, 42 hand);
-    ``contour_holistic``: the paper's 203 points (33 body with legs missing, 128 face, 42 hand)."""
+    ``contour_holistic``: the paper's 203 points (33 body with legs missing, 128 face, 42 hand);
+    ``right_hand``: the 21 right-hand points (the reference FingerCLIP's "dominant hand")."""
     if name == "reduce_holistic":
         return _layout(name, REDUCED_BODY_POINTS)
     if name == "contour_holistic":
         return _layout(name, BODY_POINTS)
-    raise ValueError(f"unknown pose layout {name!r}; known: reduce_holistic, contour_holistic")
+    if name == "right_hand":
+        return Layout(name, tuple((RIGHT_HAND, p) for p in HAND_POINTS))
+    raise ValueError(f"unknown pose layout {name!r}; known: reduce_holistic, contour_holistic, right_hand")

@@ -2,10 +2,14 @@
 
 Steps (each a small function):
 1. select the layout's points by name (body without legs, face contour, both hands);
-2. shoulder normalisation: centre on the shoulder midpoint, scale shoulder width to 1;
+2. shoulder normalisation: centre on the shoulder midpoint, scale shoulder width to 1 (one shift and
+   scale for the whole pose, from the full pose's shoulders even where the layout has no body);
 3. mirror a left-handed pose (left hand seen, right hand never) so the signing hand is the right one;
 4. resample to the model's fps, at most ``max_frames`` frames (one resampling: a long pose or a low frame
    rate never expands beyond the cap).
+
+Each step is configurable (:class:`~signclip.config.PoseConfig`); the reference SignCLIP's preprocessing
+is ``shoulder_width="xyz"``, no mirroring, ``fps=None`` (frames as stored), hands not required.
 
 :func:`prepare_pose` is the one entry point for any pose input (path, bytes, ``Pose`` or an already
 preprocessed array, which is checked and capped instead): the torch model, the ONNX runtime and the
@@ -25,6 +29,7 @@ from signclip.pose.io import PoseSource, check_pose, describe, read_pose
 from signclip.pose.layout import BODY, Layout, get_layout
 
 MAX_COORDINATE = 1e4  # shoulder widths from the shoulder centre
+SHOULDERS = Layout("shoulders", ((BODY, "LEFT_SHOULDER"), (BODY, "RIGHT_SHOULDER")))
 
 
 def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
@@ -38,11 +43,11 @@ def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
 
 def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarray:
     """(frames, points, 3) float32 of the layout's points, NaN where missing; first person only."""
-    idx = header_indices(pose, layout)  # (P,)
-    if idx[layout.index(BODY, "LEFT_SHOULDER")] < 0:
+    if (header_indices(pose, SHOULDERS) < 0).any():
         comps = [c.name for c in pose.header.components]
         raise PoseInputError(f"{name}: not a MediaPipe Holistic pose (components {comps}); "
                              "other keypoint formats are read by signclip.pose.formats")
+    idx = header_indices(pose, layout)  # (P,)
     found = idx >= 0
     data = np.ma.getdata(pose.body.data)[:, 0, idx[found]].astype(np.float32)  # (T, P_found, D)
     missing = np.ma.getmaskarray(pose.body.data)[:, 0, idx[found]].any(-1)  # (T, P_found)
@@ -56,15 +61,18 @@ def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarra
     return out
 
 
-def normalize_shoulders(x: np.ndarray, layout: Layout, name: str = "<Pose>") -> np.ndarray:
-    """Centre on the mean shoulder midpoint and scale the mean shoulder width to 1."""
-    left = x[:, layout.index(BODY, "LEFT_SHOULDER")]  # (T, 3)
-    right = x[:, layout.index(BODY, "RIGHT_SHOULDER")]
+def normalize_shoulders(x: np.ndarray, shoulders: np.ndarray, name: str = "<Pose>", measure: str = "xy"
+                        ) -> np.ndarray:
+    """Centre on the mean shoulder midpoint and scale the mean shoulder width, measured in ``measure``
+    ("xy" or "xyz"), to 1: one shift and one scale for the whole pose. ``shoulders``: (T, 2, 3) left, right."""
+    if measure not in ("xy", "xyz"):
+        raise ValueError(f"shoulder_width: {measure!r} is not 'xy' or 'xyz'")
+    left, right = shoulders[:, 0], shoulders[:, 1]  # (T, 3) each
     valid = np.isfinite(left).all(-1) & np.isfinite(right).all(-1)
     if not valid.any():
         raise PoseInputError(f"{name}: no frame shows both shoulders, cannot normalise the pose")
     center = ((left[valid] + right[valid]) / 2).mean(0)
-    width = np.linalg.norm((left[valid] - right[valid])[:, :2], axis=-1).mean()
+    width = np.linalg.norm((left[valid] - right[valid])[:, : len(measure)], axis=-1).mean()
     if not np.isfinite(width) or width <= 1e-6:
         raise PoseInputError(f"{name}: shoulder width is zero, cannot normalise the pose")
     return (x - center) / width
@@ -104,14 +112,15 @@ def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarr
     x = select_points(pose, layout, name)
     if not np.isfinite(x).any():
         raise PoseInputError(f"{name}: every coordinate is missing or NaN")
-    x = normalize_shoulders(x, layout, name)
+    x = normalize_shoulders(x, select_points(pose, SHOULDERS, name), name, cfg.shoulder_width)
     left, right = hands_present(x, layout)
     if cfg.require_hands and not (left or right):
         raise PoseInputError(f"{name}: no hand detected in any frame (require_hands=True)")
     if cfg.mirror_left_handed and left and not right:
         x = mirror(x, layout)
     fps, frames = float(pose.body.fps), x.shape[0]  # fps checked by read_pose
-    target = frames if abs(fps - cfg.fps) <= 1e-3 else max(1, round(frames * cfg.fps / fps))
+    resample = cfg.fps is not None and abs(fps - cfg.fps) > 1e-3  # fps None: the frames as stored
+    target = max(1, round(frames * cfg.fps / fps)) if resample else frames
     x = resample_frames(x, min(target, cfg.max_frames))
     check_magnitude(x, name)
     return np.ascontiguousarray(x[..., : cfg.dims], dtype=np.float32)
