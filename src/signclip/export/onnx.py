@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from signclip.files import replacing_dir
 from signclip.pose.layout import get_layout
 
 OPSET = 17
@@ -100,9 +101,16 @@ def quantize_int8(source: Path, target: Path) -> Path:
 
 
 def export_onnx(model, out: str | Path, int8: bool = False, opset: int = OPSET) -> dict[str, Path]:
-    """Write the ONNX encoders, tokenizer and preprocessing description; returns the written files."""
+    """Write the ONNX encoders, tokenizer and preprocessing description into the folder ``out`` (written
+    aside and swapped in: an interrupted export leaves the previous one whole); returns the written files."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with replacing_dir(out) as tmp:
+        files = write_export(model, tmp, int8, opset)
+    return {name: out / path.name for name, path in files.items()}
+
+
+def write_export(model, out: Path, int8: bool = False, opset: int = OPSET) -> dict[str, Path]:
+    """The files of :func:`export_onnx`, written into the existing folder ``out``."""
     model = model.eval().cpu()
     cfg = model.cfg
     layout = get_layout(cfg.pose.layout)
