@@ -108,7 +108,7 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
-    ema_decay: float = 0.995  # > 0: validate, keep and save an exponential moving average of the weights
+    ema_decay: float = 0.999  # > 0: validate, keep and save an exponential moving average of the weights
     # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose

@@ -230,7 +230,7 @@ class Trainer:
         row.update({f"val/{k}": v for k, v in metrics.items()})
         higher_is_better = "MedianR" not in self.cfg.best_metric
         value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
-        if value > self.best:  # kept in memory, written with the next checkpoint
+        if value >= self.best:  # a tie keeps the later (longer-trained) weights; written with the next checkpoint
             self.best, self.best_metrics = value, metrics
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
