@@ -151,11 +151,12 @@ class SignCLIP(nn.Module):
           or given as ``statistics`` (e.g. computed while packing shards); kept as they are when neither,
           and always for a pose tower that reads unstandardised features (``learns_statistics`` False);
         * the language codes it knows (added to those it knows already; None/NaN ignored)."""
-        if statistics is None and len(poses) and self.pose.learns_statistics:
-            statistics = self.feature_statistics().add_poses(poses).result()
-        if statistics is not None and self.pose.learns_statistics:
-            self.pose.feature_mean.copy_(torch.as_tensor(statistics[0], dtype=torch.float32))
-            self.pose.feature_std.copy_(torch.as_tensor(statistics[1], dtype=torch.float32))
+        if self.pose.learns_statistics:
+            if statistics is None and len(poses):
+                statistics = self.feature_statistics().add_poses(poses).result()
+            if statistics is not None:
+                self.pose.feature_mean.copy_(torch.as_tensor(statistics[0], dtype=torch.float32))
+                self.pose.feature_std.copy_(torch.as_tensor(statistics[1], dtype=torch.float32))
         for field, codes in (("spoken_languages", spoken_languages), ("signed_languages", signed_languages)):
             known = set(getattr(self.cfg, field)) | {str(c) for c in codes if isinstance(c, str) or pd.notna(c)}
             setattr(self.cfg, field, sorted(known))
