@@ -140,6 +140,9 @@ def run_one(fold: str, regime: str, seed: int, train_args: list[str], out: Path,
     measured = subprocess.run([sys.executable, __file__, "--measure-run", str(run / "run"), "--seed", str(seed)],
                               check=True, capture_output=True, text=True,
                               env={**env, "OMP_NUM_THREADS": str(threads or 2)})
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "run" / "log.csv", logs / f"{fold.replace('/', '-')}-{regime}-seed{seed}.csv")
     log = pd.read_csv(run / "run" / "log.csv")
     best_step = best_step_of(log)
     return {"steps": int(log["step"].max()), "best_step": best_step, "seconds": round(seconds, 1),

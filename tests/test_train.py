@@ -12,7 +12,7 @@ import signclip
 from signclip.config import TrainConfig
 from signclip.data.splits import split_dataset
 from signclip.training import fit, prepare_splits, train
-from signclip.training.batches import epoch_batches
+from signclip.training.batches import epoch_batches, source_weights
 from signclip.training.optim import lr_lambda
 
 
@@ -137,3 +137,20 @@ def test_grouped_batches():
     assert len(half) == len(epoch_batches(40, 8, 1, 5, [(0.5, keys)]))  # the same number every epoch
     with pytest.raises(ValueError, match="sum to at most 1"):
         epoch_batches(40, 8, 1, 0, [(0.7, keys), (0.7, keys)])
+
+
+def test_source_weights_upsample_per_source():
+    """Source b drawn 3 times per epoch, source a half of the time: exact counts, distinct copies, reproducible."""
+    df = pd.DataFrame({"source": ["a"] * 10 + ["b"] * 4})
+    weights = source_weights(df, {"a": 0.5, "b": 3})
+    batches = epoch_batches(14, 5, seed=1, epoch=0, weights=weights)
+    drawn = [i for b in batches for i in b]
+    assert len(drawn) == 5 + 12  # 5 of a, 3 copies of b
+    assert sorted(i % 14 for i in drawn if i % 14 >= 10) == sorted([10, 11, 12, 13] * 3)
+    assert len(set(drawn)) == len(drawn)  # each copy is its own index (its own augmentation draws)
+    assert batches == epoch_batches(14, 5, seed=1, epoch=0, weights=weights)
+    assert source_weights(df, {}) is None
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['c'\]"):
+        source_weights(df, {"c": 2})
+    with pytest.raises(ValueError, match="factors must be > 0"):
+        source_weights(df, {"a": 0})

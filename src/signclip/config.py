@@ -108,6 +108,9 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
+    # also log the test split's metrics at each validation (learning curves for research; never used to choose
+    # the kept weights)
+    monitor_test: bool = False
     ema_decay: float = 0.999  # > 0: validate, keep and save an exponential moving average of the weights
     # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
@@ -121,6 +124,9 @@ class TrainConfig:
     # (the sign in other languages) / the same sign language; the rest are batched at random
     text_grouped_batches: float = 0.0
     language_grouped_batches: float = 0.0
+    # several data sources (a "source" column): each row of source NAME is drawn FACTOR times per epoch on
+    # average, others once (open_clip's upsampling factors); {} = plain concatenation
+    source_weights: dict[str, float] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # scale-out: batch_size is per process; under torchrun the global batch is batch_size x world
     precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)

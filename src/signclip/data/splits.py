@@ -9,8 +9,12 @@ it). Its rules, which users can rely on:
   into train / validation / test when no row is marked test, into train / validation otherwise;
 * with ``group``, a group never spans the test set and another split: rows without a split whose group
   has test rows are left out (``split`` "excluded");
+* when the test rows are unseen signers or sessions (their ``signer`` or ``session`` values never occur in
+  the other rows), validation is whole signers / sessions too, like the test set (:func:`unseen_group`);
+* whole groups are chosen at random to hold about each fraction of the rows (at least one group, never all);
 * when no row ends up in validation, a validation set is carved out of the training rows, by ``group``
-  when there are enough groups to spare one, else at random.
+  when the training rows have at least two groups, else at random;
+* several sources trained together (a ``source`` column) are each split on their own.
 
 Every row's ``split_origin`` says what decided its split ("manifest", "random", "by <group>",
 "excluded"); :func:`split_summary` turns that into the lines training prints.
@@ -20,9 +24,39 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from signclip.data.manifests import SOURCE
+
 SPLITS = ("train", "validation", "test")
 ORIGIN = "split_origin"
-MIN_GROUPS_FOR_VALIDATION = 3  # a validation group is carved only when at least 2 groups stay for training
+# columns naming who or when a clip was recorded, coarsest first: when the test rows' values of one of them never
+# occur in the other rows, the test set is unseen signers (or sessions) and validation is carved the same way
+GROUP_COLUMNS = ("signer", "session")
+
+
+def unseen_group(df: pd.DataFrame) -> str | None:
+    """The first of :data:`GROUP_COLUMNS` whose values on the test rows all differ from those of the other rows
+    (which have at least two of them), else None."""
+    test = df["split"] == "test"
+    for col in GROUP_COLUMNS:
+        if col not in df.columns or not test.any() or df.loc[test, col].isna().any():
+            continue
+        others = df.loc[~test & df["split"].ne("excluded"), col].dropna().astype(str)
+        if others.nunique() >= 2 and not set(df.loc[test, col].astype(str)) & set(others):
+            return col
+    return None
+
+
+def pick_groups(sizes: pd.Series, fraction: float, rng: np.random.Generator) -> set[str]:
+    """Whole groups holding about ``fraction`` of the rows: in random order, each group is taken when it brings
+    the share closer to ``fraction``; at least one group (the smallest if none), never all of them."""
+    target = fraction * sizes.sum()
+    chosen: set[str] = set()
+    n = 0
+    for g in rng.permutation(np.array(sizes.index, dtype=object)):
+        if abs(n + sizes[g] - target) < abs(n - target) and len(chosen) + 1 < len(sizes):
+            chosen.add(g)
+            n += sizes[g]
+    return chosen or ({sizes.idxmin()} if len(sizes) > 1 else set())
 
 
 def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
@@ -30,17 +64,17 @@ def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: fl
     """Deterministic train/validation/test split in a ``split`` column.
 
     Rows that already have a split keep it. ``group`` (e.g. ``"signer"``) keeps each group in one
-    split (signer-independent evaluation)."""
+    split (signer-independent evaluation): whole groups holding about each fraction of the rows."""
     df = df.copy()
     has = df["split"].isin(SPLITS)
     todo = df.index[~has]
     rng = np.random.default_rng(seed)
     if group and df[group].notna().any():
-        groups = np.array(sorted(df.loc[todo, group].astype(str).unique()))
-        rng.shuffle(groups)
-        n_test = max(1, round(len(groups) * test_fraction)) if test_fraction > 0 else 0
-        n_val = max(1, round(len(groups) * val_fraction)) if val_fraction > 0 else 0
-        assign = {g: "test" for g in groups[:n_test]} | {g: "validation" for g in groups[n_test:n_test + n_val]}
+        sizes = df.loc[todo, group].astype(str).value_counts().sort_index()
+        test = pick_groups(sizes, test_fraction, rng) if test_fraction > 0 else set()
+        rest = sizes.drop(list(test))
+        val = pick_groups(rest, val_fraction, rng) if val_fraction > 0 else set()
+        assign = {g: "test" for g in test} | {g: "validation" for g in val}
         df.loc[todo, "split"] = [assign.get(g, "train") for g in df.loc[todo, group].astype(str)]
         return df
     order = rng.permutation(todo)
@@ -56,7 +90,18 @@ def ensure_split(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: flo
                  group: str | None = None) -> pd.DataFrame:
     """The table with every row in a split (or "excluded") and a ``split_origin`` column: see the module
     docstring for the rules. A table whose rows already all have a split and a validation set is
-    returned as it is (plus ``split_origin`` "manifest" where missing)."""
+    returned as it is (plus ``split_origin`` "manifest" where missing). Several sources (a ``source``
+    column) are each split on their own."""
+    if SOURCE in df.columns and df[SOURCE].nunique() > 1:
+        parts = [ensure_one_source(part, val_fraction, test_fraction, seed, group)
+                 for _, part in df.groupby(SOURCE, sort=False)]
+        return pd.concat(parts).loc[df.index]
+    return ensure_one_source(df, val_fraction, test_fraction, seed, group)
+
+
+def ensure_one_source(df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                      group: str | None) -> pd.DataFrame:
+    """:func:`ensure_split` of one source's rows."""
     df = df.copy()
     if ORIGIN not in df.columns:
         df[ORIGIN] = np.where(df["split"].isin(SPLITS), "manifest", None)
@@ -67,25 +112,27 @@ def ensure_split(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: flo
         leak = blank & df[group].astype(str).isin(test_groups)
         df.loc[leak, ["split", ORIGIN]] = ["excluded", f"excluded: its {group} is in the test set"]
         blank &= ~leak
+    unseen = group or unseen_group(df)  # validation like the test set: unseen signers / sessions
     if blank.any():
         has_test = (df["split"] == "test").any()
+        by = unseen if has_test else group
         part = split_dataset(df[blank].assign(split=None), val_fraction, 0.0 if has_test else test_fraction, seed,
-                             group)
+                             by)
         df.loc[blank, "split"] = part["split"]
-        df.loc[blank, ORIGIN] = f"by {group}" if group else "random"
+        df.loc[blank, ORIGIN] = (f"by {by}" + ("" if by == group else f" (the test {by}s are unseen in the rest)")
+                                 if by else "random")
     if not (df["split"] == "validation").any() and val_fraction > 0:
-        df = carve_validation(df, val_fraction, seed, group)
+        df = carve_validation(df, val_fraction, seed, unseen)
     return df
 
 
 def carve_validation(df: pd.DataFrame, val_fraction: float, seed: int, group: str | None) -> pd.DataFrame:
-    """Move ``val_fraction`` of the training rows to validation: whole groups when the training rows have
-    at least :data:`MIN_GROUPS_FOR_VALIDATION` of them, else rows at random."""
+    """Move about ``val_fraction`` of the training rows to validation: whole groups when the training rows have
+    at least two of them, else rows at random."""
     train = df.index[df["split"] == "train"]
     if len(train) < 2:
         return df
-    groups = df.loc[train, group].astype(str) if group else None
-    by_group = groups is not None and groups.nunique() >= MIN_GROUPS_FOR_VALIDATION
+    by_group = group is not None and df.loc[train, group].astype(str).nunique() >= 2
     part = split_dataset(df.loc[train].assign(split=None), val_fraction, 0.0, seed, group if by_group else None)
     moved = part.index[part["split"] == "validation"]
     df.loc[moved, "split"] = "validation"
@@ -95,7 +142,10 @@ def carve_validation(df: pd.DataFrame, val_fraction: float, seed: int, group: st
 
 
 def split_summary(df: pd.DataFrame) -> list[str]:
-    """One line per (split, origin): how many rows, and what decided it."""
+    """One line per (split, origin): how many rows, and what decided it (per source when there are several)."""
+    if SOURCE in df.columns and df[SOURCE].nunique() > 1:
+        return [f"{name}: {line}" for name, part in df.groupby(SOURCE, sort=False)
+                for line in split_summary(part.drop(columns=SOURCE))]
     counts = df.groupby(["split", ORIGIN], dropna=False, sort=False).size()
     order = {s: i for i, s in enumerate(SPLITS + ("excluded",))}
     lines = []

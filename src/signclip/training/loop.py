@@ -38,7 +38,7 @@ from signclip.eval.retrieval import evaluate_split
 from signclip.files import recover_dir, write_text
 from signclip.models.signclip import SignCLIP
 from signclip.text.prompts import language_prompt
-from signclip.training.batches import MemorySource, PoseTextDataset
+from signclip.training.batches import MemorySource, PoseTextDataset, source_weights
 from signclip.training.checkpoints import (
     append_log,
     has_checkpoint,
@@ -95,10 +95,11 @@ def batch_source(model: SignCLIP, train_data: SplitData | ShardSplit, cfg: Train
                                   language_prompts_for(model, train_data.df), cfg.language_prompt_p)
         groups = [(share, train_data.df[col].astype(str).tolist()) for share, col in
                   ((cfg.text_grouped_batches, "text"), (cfg.language_grouped_batches, "signed_language")) if share > 0]
-        return MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups)
-    if cfg.text_grouped_batches or cfg.language_grouped_batches:
-        raise ValueError("text_grouped_batches / language_grouped_batches need in-memory training data, "
-                         "not streamed shards")
+        return MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups,
+                            source_weights(train_data.df, cfg.source_weights))
+    if cfg.text_grouped_batches or cfg.language_grouped_batches or cfg.source_weights:
+        raise ValueError("text_grouped_batches / language_grouped_batches / source_weights need in-memory "
+                         "training data, not streamed shards")
     return ShardSource.for_model(train_data, model, cfg, env)
 
 
@@ -226,8 +227,11 @@ class Trainer:
             return
         evaluated = self.model if self.ema is None else self.ema.module  # the weights that would be kept
         metrics = evaluate_split(evaluated, validation)
-        self.model.train()
         row.update({f"val/{k}": v for k, v in metrics.items()})
+        test = self.splits.get("test")
+        if self.cfg.monitor_test and isinstance(test, SplitData) and len(test.arrays) > 1:
+            row.update({f"test/{k}": v for k, v in evaluate_split(evaluated, test).items()})
+        self.model.train()
         higher_is_better = "MedianR" not in self.cfg.best_metric
         value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
         if value >= self.best:  # a tie keeps the later (longer-trained) weights; written with the next checkpoint
