@@ -154,3 +154,19 @@ def test_source_weights_upsample_per_source():
         source_weights(df, {"c": 2})
     with pytest.raises(ValueError, match="factors must be > 0"):
         source_weights(df, {"a": 0})
+
+
+def test_frozen_parameters_stay_at_their_initial_values(small_splits, tmp_path):
+    """TrainConfig.frozen_parameters: the part-wise tower's transformers kept, the rest trained; a name that
+    matches nothing is refused."""
+    model = signclip.create_model("tiny-partwise", pose_layers=1, pose_width=32, pose_heads=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=3, batch_size=4, ema_decay=0.0, frozen_parameters=["pose.manual.", "pose.non_manual."])
+    train(model, fresh_splits(small_splits), cfg, tmp_path / "run", progress=False)
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith(("pose.manual.", "pose.non_manual."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["pose.proj.weight"], after["pose.proj.weight"])
+    with pytest.raises(ValueError, match=r"frozen_parameters: \['pose.nothing'\] match no parameter"):
+        train(signclip.create_model("tiny"), fresh_splits(small_splits),
+              TrainConfig(steps=1, frozen_parameters=["pose.nothing"]), tmp_path / "run2", progress=False)

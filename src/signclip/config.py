@@ -112,6 +112,9 @@ class TrainConfig:
     # the kept weights)
     monitor_test: bool = False
     ema_decay: float = 0.999  # > 0: validate, keep and save an exponential moving average of the weights
+    # parameter-name prefixes kept at their initial values, e.g. ["pose.manual", "pose.non_manual"] (the part-wise
+    # tower's transformers)
+    frozen_parameters: list[str] = field(default_factory=list)
     # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose

@@ -49,7 +49,13 @@ from signclip.training.checkpoints import (
 )
 from signclip.training.distributed import barrier, broadcast_object, gather_with_grad, init_distributed
 from signclip.training.objectives import Objective, no_gather
-from signclip.training.optim import enable_gradient_checkpointing, lr_lambda, make_ema, make_optimizer
+from signclip.training.optim import (
+    enable_gradient_checkpointing,
+    freeze_parameters,
+    lr_lambda,
+    make_ema,
+    make_optimizer,
+)
 from signclip.training.streaming import ShardSource
 
 
@@ -126,6 +132,7 @@ class Trainer:
         model.to(device)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
+        freeze_parameters(model, cfg.frozen_parameters)
         self.objective = Objective(model, cfg, gather_with_grad if self.env.distributed else no_gather).to(device)
         self.optimizer = make_optimizer(self.objective, cfg)
         schedule = lr_lambda(cfg.warmup(self.total_steps), self.total_steps)
