@@ -112,6 +112,9 @@ class TrainConfig:
     # the kept weights)
     monitor_test: bool = False
     ema_decay: float = 0.999  # > 0: validate, keep and save an exponential moving average of the weights
+    # after a run validated on whole held-out signers / sessions, train again from the same initial weights on the
+    # training + validation rows for as many epochs as validation chose, and keep those last weights
+    retrain: bool = False
     # parameter-name prefixes kept at their initial values, e.g. ["pose.manual", "pose.non_manual"] (the part-wise
     # tower's transformers)
     frozen_parameters: list[str] = field(default_factory=list)

@@ -46,6 +46,17 @@ def unseen_group(df: pd.DataFrame) -> str | None:
     return None
 
 
+def validation_group(df: pd.DataFrame, group: str | None = None) -> str | None:
+    """``group`` or the first of :data:`GROUP_COLUMNS` whose validation values never occur among the training
+    rows, else None."""
+    val, train = df["split"] == "validation", df["split"] == "train"
+    for col in ((group,) if group else ()) + GROUP_COLUMNS:
+        if col in df.columns and val.any() and df.loc[val, col].notna().all() and df.loc[train, col].notna().any():
+            if not set(df.loc[val, col].astype(str)) & set(df.loc[train, col].astype(str)):
+                return col
+    return None
+
+
 def pick_groups(sizes: pd.Series, fraction: float, rng: np.random.Generator) -> set[str]:
     """Whole groups holding about ``fraction`` of the rows: in random order, each group is taken when it brings
     the share closer to ``fraction``; at least one group (the smallest if none), never all of them."""

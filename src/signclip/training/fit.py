@@ -5,6 +5,8 @@ and reload the best model. Under torchrun every rank runs this; rank 0 writes th
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from signclip.config import ModelConfig, TrainConfig
 from signclip.data.arrays import SplitData, load_split, table_prompts
 from signclip.data.manifests import load_manifest
 from signclip.data.shards import ShardSplit
-from signclip.data.splits import SPLITS, ensure_split, split_summary
+from signclip.data.splits import SPLITS, ensure_split, split_summary, validation_group
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
@@ -65,8 +67,35 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: 
                 print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
         model = new_model(model_cfg, train_cfg.seed)
         splits = prepare_splits(data, model, train_cfg, progress)
-        summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
-        return reload_best(out, splits, train_cfg), splits, summary
+        if not (train_cfg.retrain and len(splits["validation"].arrays) > 1):
+            summary = train(model, splits, train_cfg, out, resume=resume, progress=progress)
+            return reload_best(out, splits, train_cfg), splits, summary
+        initial = copy.deepcopy(model)  # the same initial weights for the second run
+        selection = train(model, splits, train_cfg, out / SELECTION, resume=resume, progress=progress)
+        merged, cfg = retrain_plan(splits, selection, train_cfg)
+        if env.is_main and progress:
+            by = validation_group(data, train_cfg.split_by)
+            print(f"validation{f' on unseen {by}s' if by else ''} chose step {selection['best_step']} of "
+                  f"{selection['steps']}: training again on the {len(merged['train'].arrays)} training + validation "
+                  f"poses for {cfg.steps} steps (the same epochs), keeping the last weights", flush=True)
+        summary = train(initial, merged, cfg, out, resume=resume, progress=progress)
+        summary["selection"] = {k: selection[k] for k in ("steps", "best_step", "best_metrics")}
+        return reload_best(out, merged, cfg), merged, summary
+
+
+SELECTION = "selection"  # RUN/selection: the run whose validation chose the length of a retrained run
+
+
+def retrain_plan(splits: dict[str, SplitData], selection: dict, cfg: TrainConfig
+                 ) -> tuple[dict[str, SplitData], TrainConfig]:
+    """The splits and config of training again after ``selection``: validation rows join training, and the run
+    lasts as many epochs of the merged rows as the selected step was of the training rows."""
+    train_data, val = splits["train"], splits["validation"]
+    merged = SplitData(pd.concat([train_data.df, val.df], ignore_index=True), train_data.arrays + val.arrays)
+    steps = max(1, round(selection["best_step"] * len(merged.arrays) / len(train_data.arrays)))
+    empty = SplitData(val.df.iloc[:0], [])
+    return ({"train": merged, "validation": empty, "test": splits["test"]},
+            dataclasses.replace(cfg, steps=steps, min_steps=0, retrain=False))
 
 
 def fit_shards(root: str | Path, model_cfg: ModelConfig | str | SignCLIP, cfg: TrainConfig, out_dir: str | Path,

@@ -138,7 +138,7 @@ class Trainer:
         schedule = lr_lambda(cfg.warmup(self.total_steps), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.ema = make_ema(model, cfg.ema_decay)
-        self.step, self.best, self.best_metrics, self.best_state = 0, -math.inf, {}, None
+        self.step, self.best, self.best_metrics, self.best_state, self.best_step = 0, -math.inf, {}, None, 0
         self.last = self.out / "checkpoints" / "last"
         self.log_path = self.out / "log.jsonl"
         self.log_rows: list[dict] = []
@@ -178,7 +178,8 @@ class Trainer:
             self.run_epoch(net, bar, start)
         bar.close()
         self.finish()
-        return {"steps": self.step, "best_metrics": broadcast_object(self.best_metrics), "seconds": time.time() - start,
+        return {"steps": self.step, "best_step": broadcast_object(self.best_step),
+                "best_metrics": broadcast_object(self.best_metrics), "seconds": time.time() - start,
                 "world_size": self.env.world_size}
 
     def run_epoch(self, net: nn.Module, bar: tqdm, start: float) -> None:
@@ -242,7 +243,7 @@ class Trainer:
         higher_is_better = "MedianR" not in self.cfg.best_metric
         value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
         if value >= self.best:  # a tie keeps the later (longer-trained) weights; written with the next checkpoint
-            self.best, self.best_metrics = value, metrics
+            self.best, self.best_metrics, self.best_step = value, metrics, self.step
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
 
@@ -266,7 +267,8 @@ class Trainer:
                 self.best_state = None
             save_checkpoint(self.model, self.last, {
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "best": self.best, "best_metrics": self.best_metrics, "world_size": self.env.world_size,
+                "best": self.best, "best_metrics": self.best_metrics, "best_step": self.best_step,
+                "world_size": self.env.world_size,
                 "ema": None if self.ema is None else self.ema.state_dict(),
                 "heads": self.objective.heads_state_dict()})
         barrier()
@@ -278,6 +280,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
+        self.best_step = state.get("best_step", self.step)
         if self.ema is not None and state.get("ema") is not None:  # else: the average starts from the checkpoint
             self.ema.load_state_dict(state["ema"])
         if state.get("heads"):
@@ -287,6 +290,7 @@ class Trainer:
         """Rank 0: without a validation split the last (averaged) weights are the best we have; log.csv."""
         if self.env.is_main and not (self.out / "best").exists():
             self.model.save(self.out / "best", None if self.ema is None else self.ema.module.state_dict())
+            self.best_step = self.step
         if self.env.is_main:
             write_text(self.out / "log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
         barrier()
