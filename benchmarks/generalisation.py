@@ -256,8 +256,8 @@ def main() -> None:
                      "give it a new name, or --rerun")
     threads = args.threads or (1 if args.jobs > 1 else None)
     commit = git_commit()
-    print(f"{len(todo)} runs to train for {args.variant!r} ({len(seeds) * len(args.folds) * len(args.regimes) - len(todo)}"
-          " cached)", flush=True)
+    cached = len(seeds) * len(args.folds) * len(args.regimes) - len(todo)
+    print(f"{len(todo)} runs to train for {args.variant!r} ({cached} cached)", flush=True)
 
     def one(item: tuple[str, str, int]) -> dict:
         fold, regime, seed = item

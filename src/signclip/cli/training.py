@@ -68,7 +68,7 @@ def train_cmd(
                "split_by": split_by, "refit_statistics": True if refit_stats else None}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
-    cfg = chosen.train_config(**{**base, **options})
+    cfg = chosen.train_config(**{**base, **{k: v for k, v in options.items() if v is not None}})
     if threads:
         import torch
 
