@@ -66,7 +66,8 @@ class PoseEncoder(nn.Module):
     Input features are shoulder-normalised keypoints with NaN for missing points. The per-dimension
     mean/std of the training set are buffers (saved with the weights); standardised NaNs become 0.
     With ``patch_frames`` > 1 (:class:`FramePatches`) the transformer reads one token per ``patch_frames``
-    frames and the learned positions count tokens; the frame features repeat each token for its frames.
+    frames and the learned positions count tokens; the frame features repeat each token for its frames, so
+    the pooled embedding weighs each token by its real frames.
     """
 
     learns_statistics = True  # SignCLIP.fit_preprocessing sets feature_mean / feature_std from training data
