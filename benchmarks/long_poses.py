@@ -1,6 +1,6 @@
 """Long poses: time and peak memory of one pose through the pose tower against its length, today's tower
 (`tiny-partwise`, one transformer position per frame) beside the same tower with frame patches (`tiny-long`:
-`pose_patch_frames` 4, and 8), in one run.
+`pose_patch_frames` 8, and 4), in one run.
 
 The input is a real pose: lexicon poses (preprocessed) one after the other up to the length. Every tower is
 allowed the longest length (`max_frames` 4096, so nothing is resampled) and has random weights; only the pose
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-MODELS = {"tiny-partwise": {}, "tiny-long": {}, "tiny-long/8": {"pose_patch_frames": 8}}
+MODELS = {"tiny-partwise": {}, "tiny-long": {}, "tiny-long/4": {"pose_patch_frames": 4}}
 LENGTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 MAX_FRAMES = 4096
 

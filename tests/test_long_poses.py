@@ -78,9 +78,9 @@ def test_the_transformer_reads_one_token_per_patch(patched, arrays):
 def test_long_poses_are_not_resampled(arrays):
     """tiny-long takes poses up to 4,096 frames (25 fps: 2:44 min); its learned positions count tokens."""
     cfg = get_model_config("tiny-long")
-    assert (cfg.pose_patch_frames, cfg.pose.max_frames, cfg.pose_encoder) == (4, 4096, "partwise")
+    assert (cfg.pose_patch_frames, cfg.pose.max_frames, cfg.pose_encoder) == (8, 4096, "partwise")
     model = signclip.create_model("tiny-long", pose_layers=1, freeze_text=True).eval()
-    assert model.pose.pos_embedding.shape == (2, 1024, 128)  # per stream: 4096 / 4 tokens
+    assert model.pose.pos_embedding.shape == (2, 512, 128)  # per stream: 4096 / 8 tokens
     pose = long_pose(arrays, 3000)
     assert model.preprocess_pose(pose).shape[0] == 3000
     assert signclip.create_model("tiny-partwise", freeze_text=True).preprocess_pose(pose).shape[0] == 128
