@@ -123,3 +123,19 @@ def test_int8_partwise_batches_of_mixed_lengths(tmp_path, lexicon, lexicon_paths
     int8 = OnnxSignCLIP(tmp_path, int8=True).encode_arrays(arrays, batch_size=16)
     assert cosines(fp32, model.encode_arrays(arrays, 16)).min() >= 0.999
     assert cosines(int8, fp32).min() >= 0.99
+
+
+def test_frame_patches_export(tmp_path, lexicon_paths):
+    """A tower with frame patches (tiny-long) exports with dynamic lengths: poses of lengths that are and are
+    not multiples of the patch, a long one among short ones in one batch, match torch."""
+    import signclip
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    model = signclip.create_model("tiny-long", pose_layers=1).eval()
+    model.fit_preprocessing([model.preprocess_pose(p) for p in lexicon_paths[::4]])
+    export_onnx(model, tmp_path)
+    arrays = [model.preprocess_pose(p) for p in lexicon_paths[::6]]
+    arrays += [arrays[0][:1], arrays[1][:6], np.concatenate(arrays * 40)[:1001]]
+    onnx = OnnxSignCLIP(tmp_path)
+    assert cosines(onnx.encode_arrays(arrays, batch_size=len(arrays)), model.encode_arrays(arrays)).min() >= 0.999

@@ -345,7 +345,7 @@ def test_prepare_command_spreadthesign_languages(tmp_path, lexicon_paths):
 
 @pytest.mark.parametrize("args, message", [
     (["wlasl2000", "."], "unknown dataset 'wlasl2000'; choose one of asl-citizen, sem-lex, wlasl, how2sign, "
-                         "spreadthesign, kaggle"),
+                         "phoenix-2014t, csl-daily, spreadthesign, kaggle"),
     (["sem-lex", "no-such-folder"], "no-such-folder: no such folder"),
     (["wlasl", "."], "not the WLASL layout: no WLASL_v0.3.json"),
     (["spreadthesign", ".", "--language", "en.us"], "--language 'en.us': expected FOLDER=CODE"),

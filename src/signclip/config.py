@@ -59,6 +59,10 @@ class ModelConfig:
     # instead of in one layer, where the few body coordinates drown among the face's (False in models
     # saved before this field)
     split_non_manual: bool = False
+    # global and partwise only: frames per transformer token. > 1 groups consecutive frames into patches (a
+    # strided temporal convolution, kernel = stride) so the transformer reads T / n tokens: long poses cost
+    # about linearly more, not quadratically; the learned positions then count tokens (ceil(max_frames / n))
+    pose_patch_frames: int = 1
     # reference pose encoder only: the reference pads every pose to this many frames, so its [SEP] token
     # has position max_video_len + 1 whatever the pose's length
     max_video_len: int = 256
