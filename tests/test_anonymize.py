@@ -146,6 +146,21 @@ def test_saved_model_keeps_its_given_appearance(tmp_path, two_people):
     np.testing.assert_allclose(signclip.load(tmp_path / "moved").encode_pose(two_people[0]), expected, atol=1e-6)
 
 
+def test_onnx_export_keeps_its_given_appearance(tmp_path, two_people):
+    """The torch-free runtime anonymises as the model does, from the export's own copy of the appearance."""
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    appearance = tmp_path / "someone.pose"
+    shutil.copyfile(two_people[1], appearance)
+    model = signclip.create_model("tiny", pose_layers=1, pose=PoseConfig(anonymize=str(appearance))).eval()
+    export_onnx(model, tmp_path / "onnx")
+    appearance.unlink()
+    shutil.move(tmp_path / "onnx", tmp_path / "moved")
+    onnx = OnnxSignCLIP(tmp_path / "moved")
+    np.testing.assert_array_equal(onnx.preprocess_pose(two_people[0]), model.preprocess_pose(two_people[0]))
+
+
 def test_pose_command_anonymises_pose_files(tmp_path, two_people):
     src = tmp_path / "poses"
     (src / "sub").mkdir(parents=True)
