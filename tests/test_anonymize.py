@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +184,23 @@ def test_pose_command_anonymises_pose_files(tmp_path, two_people):
     (src / "junk.pose").write_bytes(b"no pose")  # one bad file: reported, the others written, exit status 1
     r = CliRunner().invoke(app, ["pose", str(src), "-o", str(tmp_path / "anon"), "--anonymize"])
     assert r.exit_code == 1 and "failed 1" in r.output and "FAILED" in r.output and "junk.pose" in r.output, r.output
+
+
+@pytest.mark.slow  # MediaPipe on a real video
+def test_a_real_signer_on_video_takes_the_mean_appearance(tmp_path, lexicon):
+    """`signclip pose VIDEO --anonymize`: the person of the test video gets the lexicon's proportions (its
+    fingerspellers were anonymised to the mean appearance when it was made)."""
+    pytest.importorskip("mediapipe", reason="needs the video extra (mediapipe)")
+    video = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "test_video.mp4"
+    if not video.is_file():
+        pytest.skip(f"test video not found at {video}")
+    for flags in ([], ["--anonymize"]):
+        r = CliRunner().invoke(app, ["pose", str(video), "-o", str(tmp_path / f"out{len(flags)}"), *flags])
+        assert r.exit_code == 0, r.output
+    raw, anonymous = (preprocess(tmp_path / f"out{i}" / "test_video.pose", RAW) for i in (0, 1))
+    mean = proportions(preprocess(lexicon["path"].iloc[0], RAW))
+    assert np.abs(proportions(raw) - mean).max() > 0.1
+    np.testing.assert_allclose(proportions(anonymous), mean, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
