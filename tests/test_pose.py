@@ -148,6 +148,29 @@ def test_missing_points_become_nan_then_zero(right_handed, make_pose, tiny_model
     assert np.isfinite(emb).all()
 
 
+def test_negative_confidence_is_missing_unless_zero_only(right_handed, make_pose):
+    """signclip's own rule drops points of confidence <= 0; the reference's (pose-format's) only those of 0."""
+    layout = get_layout("reduce_holistic")
+    pose = read_pose(right_handed)
+    left, right = (header_slice(pose, BODY).start + i for i in (13, 14))  # the elbows
+
+    def lower(d, c):
+        c[3:, :, [left, right]] = -0.01  # MediaPipe's visibility of arms leaving the frame
+        c[2, :, left] = 0
+        return d, c
+
+    path = make_pose(right_handed, lower)
+    elbows = [layout.index(BODY, "LEFT_ELBOW"), layout.index(BODY, "RIGHT_ELBOW")]
+    own = preprocess(path, PoseConfig())
+    assert np.isnan(own[3:, elbows]).all() and np.isnan(own[2, elbows[0]]).all()
+    assert np.isfinite(own[:2, elbows]).all()
+    reference = preprocess(path, PoseConfig(missing_confidence="zero"))
+    assert np.isnan(reference[2, elbows[0]]).all()
+    np.testing.assert_array_equal(reference[3:, elbows], preprocess(right_handed, PoseConfig())[3:, elbows])
+    with pytest.raises(ValueError, match="pose.missing_confidence: 'below'"):
+        PoseConfig(missing_confidence="below")
+
+
 def test_fps_resampling(lexicon_paths, make_pose):
     src = lexicon_paths[2]
     frames = read_pose(src).body.data.shape[0]

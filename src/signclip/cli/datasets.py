@@ -39,11 +39,22 @@ def prepare_cmd(
                                                        "language folder's name)"),
     language: Optional[list[str]] = typer.Option(None, "--language", help="spreadthesign: FOLDER=CODE, the "
                                                  "sign-language code of a language folder (repeatable)"),
+    known_glosses: Optional[Path] = typer.Option(None, "--known-glosses", help="leave out test rows whose cleaned "
+                                                 "gloss is not in this vocabulary (one gloss per line, or a "
+                                                 "manifest CSV such as the pre-training data's): the paper's "
+                                                 "third gloss clean-up"),
 ) -> None:
     """Write a manifest of a dataset of the paper (ASL Citizen, Sem-Lex, WLASL, How2Sign, Spreadthesign-style
     folders, Kaggle ASL Signs) or of a sentence-level one with glosses (PHOENIX-2014-T, CSL-Daily) from its
     published layout: texts, glosses, splits and signers as the dataset gives them."""
-    from signclip.data.prepare import SENTENCE_DATASETS, dataset_name, prepare_dataset, write_manifest
+    from signclip.data.prepare import (
+        SENTENCE_DATASETS,
+        dataset_name,
+        keep_known_glosses,
+        prepare_dataset,
+        read_vocabulary,
+        write_manifest,
+    )
     from signclip.pose.video import is_video_path
 
     name = dataset_name(dataset)
@@ -56,7 +67,13 @@ def prepare_cmd(
         kwargs["signed_language"] = signed_language
     if clean_glosses is not None:
         kwargs["clean_glosses"] = clean_glosses
+    vocabulary = read_vocabulary(known_glosses) if known_glosses is not None else None
     table = prepare_dataset(name, root, **kwargs)
+    if vocabulary is not None:
+        tests = int((table["split"] == "test").sum())
+        table, unknown = keep_known_glosses(table, vocabulary)
+        typer.echo(f"--known-glosses: left out {unknown} of {tests} test rows whose gloss is not among the "
+                   f"{len(vocabulary)} of {known_glosses}")
     write_manifest(table, out)
 
     splits = table["split"].value_counts().to_dict()

@@ -58,6 +58,29 @@ def clean_gloss(text: str) -> str:
     return " ".join(text.replace("_", " ").split())
 
 
+def read_vocabulary(path: str | Path) -> set[str]:
+    """The cleaned glosses of a vocabulary file: one gloss per line, or a manifest CSV (its ``text`` column),
+    e.g. the pre-training data's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"known glosses {path}: no such file")
+    if path.suffix.lower() == ".csv":
+        texts = _read_table(path, ["text"], "a manifest of known glosses")["text"]
+    else:
+        texts = path.read_text(encoding="utf-8").splitlines()
+    vocabulary = {clean_gloss(t) for t in texts} - {""}
+    if not vocabulary:
+        raise ValueError(f"known glosses {path}: no gloss in the file")
+    return vocabulary
+
+
+def keep_known_glosses(table: pd.DataFrame, vocabulary: set[str]) -> tuple[pd.DataFrame, int]:
+    """The paper's third gloss clean-up (§5.2): test rows whose cleaned gloss is not in ``vocabulary`` (the
+    pre-training glosses) left out; other splits kept whole. Returns the table and how many rows were left out."""
+    unknown = (table["split"] == "test") & ~table["text"].map(clean_gloss).isin(vocabulary)
+    return table[~unknown], int(unknown.sum())
+
+
 def is_media(path: Path) -> bool:
     """Whether a file is a ``.pose`` file or a video (hidden files, e.g. macOS ``._*`` copies, are not)."""
     return not path.name.startswith(".") and (path.suffix == ".pose" or is_video_path(path))

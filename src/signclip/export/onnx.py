@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from signclip.files import replacing_dir
+from signclip.pose.anonymize import bundle_appearance
 from signclip.pose.layout import get_layout
 
 OPSET = 17
@@ -141,6 +143,7 @@ def write_export(model, out: Path, int8: bool = False, opset: int = OPSET) -> di
         raise RuntimeError("the tokenizer has no fast (tokenizers) version; cannot export it for onnxruntime")
     np.savez(out / "pose_statistics.npz", mean=model.pose.feature_mean.cpu().numpy(),
              std=model.pose.feature_std.cpu().numpy())
+    cfg = replace(cfg, pose=bundle_appearance(cfg.pose, out))  # a given appearance travels with the export
     spec = {"format": "signclip-onnx/1", "model": cfg.to_dict(), "embed_dim": cfg.embed_dim,
             "pad_token_id": int(model.tokenizer.pad_token_id or 0), "int8": bool(int8)}
     (out / "signclip_onnx.json").write_text(json.dumps(spec, indent=2, default=str))

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 from signclip.batching import encode_by_length, pad_arrays
 from signclip.config import ModelConfig
 from signclip.errors import TextInputError
+from signclip.pose.anonymize import resolve_appearance
 from signclip.pose.io import PoseSource
 from signclip.pose.preprocess import prepare_pose
 from signclip.text.prompts import make_prompts
@@ -40,6 +41,7 @@ class OnnxSignCLIP:
             raise FileNotFoundError(f"{path}: not a signclip ONNX export (no signclip_onnx.json)")
         self.spec = json.loads((path / "signclip_onnx.json").read_text())
         self.cfg = ModelConfig.from_dict(self.spec["model"])
+        self.cfg.pose = resolve_appearance(self.cfg.pose, path)
         suffix = ".int8.onnx" if int8 else ".onnx"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or int(os.environ.get("SIGNCLIP_ONNX_THREADS", "0"))

@@ -229,6 +229,9 @@ def _model_section(cfg: ModelConfig, model_dir: Path) -> list[str]:
         ["sign languages", ", ".join(cfg.signed_languages) or "none recorded"]]),
         "", "Poses are centred on the shoulders and scaled to shoulder width 1"
         + (" (left-handed poses mirrored)" if cfg.pose.mirror_left_handed else "")
+        + ("; each body wrist is moved to its hand's wrist (the paper's E6)" if cfg.pose.correct_wrists else "")
+        + (f"; poses are anonymised to the {'mean' if cfg.pose.anonymize == 'mean' else 'given'} appearance "
+           "(the paper's E6.2)" if cfg.pose.anonymize else "")
         + ("; the pose features are standardised with training-set statistics stored in the weights."
            if cfg.pose_encoder != "reference" else "; missing points are 0, as in the reference SignCLIP.")]
 

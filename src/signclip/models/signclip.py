@@ -6,6 +6,7 @@ A saved model is a directory::
     model.safetensors    all weights, including the pose feature mean/std computed on training data
     tokenizer/           the text tokenizer
     text_config/         the text backbone's Hugging Face config (architecture without weights)
+    appearance.pose      only where the config anonymises poses with a given appearance (signclip.pose.anonymize)
 
 ``load`` also takes a Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (:mod:`signclip.models.hub`), and
 ``push_to_hub`` shares a model there with a generated model card.
@@ -16,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.reference import ReferencePoseEncoder
 from signclip.models.statistics import FeatureStatistics
 from signclip.models.text_encoder import TextEncoder, load_tokenizer
+from signclip.pose.anonymize import bundle_appearance, resolve_appearance
 from signclip.pose.io import PoseSource
 from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
@@ -82,6 +85,7 @@ class SignCLIP(nn.Module):
             raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json)")
         try:
             cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+            cfg.pose = resolve_appearance(cfg.pose, path)
             state = load_file(str(path / WEIGHTS))
         except (OSError, ValueError, SafetensorError) as e:
             raise DamagedFileError(f"{path}: cannot read the saved model ({type(e).__name__}: {e})") from None
@@ -104,7 +108,8 @@ class SignCLIP(nn.Module):
 
     def write(self, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         """The files of :meth:`save` into an existing folder (not crash-safe by itself)."""
-        (folder / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        cfg = replace(self.cfg, pose=bundle_appearance(self.cfg.pose, folder))
+        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
         save_file(state, str(folder / WEIGHTS))
         self.tokenizer.save_pretrained(str(folder / "tokenizer"))

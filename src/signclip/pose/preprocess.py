@@ -1,6 +1,9 @@
 """From a pose-format ``Pose`` to the array the model reads.
 
 Steps (each a small function):
+0. optionally, on the ``Pose``: the paper's E6 wrist correction (pose-format's ``correct_wrists``: each body
+   wrist moved to its hand's wrist where the hand is seen) and E6.2/E8.1 anonymisation
+   (:mod:`signclip.pose.anonymize`);
 1. select the layout's points by name (body without legs, face contour, both hands);
 2. shoulder normalisation: centre on the shoulder midpoint, scale shoulder width to 1 (one shift and
    scale for the whole pose, from the full pose's shoulders even where the layout has no body);
@@ -15,21 +18,26 @@ is ``shoulder_width="xyz"``, no mirroring, ``fps=None`` (frames as stored), hand
 preprocessed array, which is checked and capped instead): the torch model, the ONNX runtime and the
 server all call it.
 
-Missing points (masked, zero-confidence or NaN) are NaN in the output; the model's per-dimension
-standardisation (mean/std from the training set, stored in the model) turns them into 0.
+Missing points (masked, NaN, or of confidence 0 and, unless ``missing_confidence="zero"`` as in pose-format
+and the reference SignCLIP, below 0) are NaN in the output; the model's per-dimension standardisation
+(mean/std from the training set, stored in the model) turns them into 0.
 """
 from __future__ import annotations
 
 import numpy as np
 from pose_format import Pose
+from pose_format.utils.generic import correct_wrists
 
 from signclip.config import PoseConfig
 from signclip.errors import PoseInputError
+from signclip.pose.anonymize import anonymize_pose
 from signclip.pose.io import PoseSource, check_pose, describe, read_pose
-from signclip.pose.layout import BODY, Layout, get_layout
+from signclip.pose.layout import BODY, LEFT_HAND, RIGHT_HAND, Layout, get_layout
 
 MAX_COORDINATE = 1e4  # shoulder widths from the shoulder centre
 SHOULDERS = Layout("shoulders", ((BODY, "LEFT_SHOULDER"), (BODY, "RIGHT_SHOULDER")))
+WRISTS = Layout("wrists", ((BODY, "LEFT_WRIST"), (BODY, "RIGHT_WRIST"), (LEFT_HAND, "WRIST"), (RIGHT_HAND, "WRIST")))
+MISSING = {"zero_or_below": np.less_equal, "zero": np.equal}  # PoseConfig.missing_confidence: (conf, 0) -> missing
 
 
 def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
@@ -41,17 +49,23 @@ def header_indices(pose: Pose, layout: Layout) -> np.ndarray:
     return np.array([index.get(key, -1) for key in layout.points])
 
 
-def select_points(pose: Pose, layout: Layout, name: str = "<Pose>") -> np.ndarray:
-    """(frames, points, 3) float32 of the layout's points, NaN where missing; first person only."""
+def check_holistic(pose: Pose, name: str = "<Pose>") -> None:
+    """A MediaPipe Holistic pose has named shoulders (what the normalisation needs)."""
     if (header_indices(pose, SHOULDERS) < 0).any():
         comps = [c.name for c in pose.header.components]
         raise PoseInputError(f"{name}: not a MediaPipe Holistic pose (components {comps}); "
                              "other keypoint formats are read by signclip.pose.formats")
+
+
+def select_points(pose: Pose, layout: Layout, name: str = "<Pose>", missing_confidence: str = "zero_or_below"
+                  ) -> np.ndarray:
+    """(frames, points, 3) float32 of the layout's points, NaN where missing; first person only."""
+    check_holistic(pose, name)
     idx = header_indices(pose, layout)  # (P,)
     found = idx >= 0
     data = np.ma.getdata(pose.body.data)[:, 0, idx[found]].astype(np.float32)  # (T, P_found, D)
     missing = np.ma.getmaskarray(pose.body.data)[:, 0, idx[found]].any(-1)  # (T, P_found)
-    missing |= np.asarray(pose.body.confidence)[:, 0, idx[found]] <= 0
+    missing |= MISSING[missing_confidence](np.asarray(pose.body.confidence)[:, 0, idx[found]], 0)
     if data.shape[-1] < 3:  # 2-D poses: z = 0
         data = np.concatenate([data, np.zeros_like(data[..., :1])], axis=-1)
     out = np.full((data.shape[0], len(layout), 3), np.nan, dtype=np.float32)
@@ -105,14 +119,28 @@ def resample_frames(x: np.ndarray, num_frames: int) -> np.ndarray:
     return x[lo] * (1 - w) + x[hi] * w
 
 
+def adjust_pose(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> Pose:
+    """The steps on the ``Pose`` itself, each a new ``Pose``: E6 wrist correction, E6.2/E8.1 anonymisation."""
+    check_holistic(pose, name)
+    if cfg.correct_wrists:
+        if (header_indices(pose, WRISTS) < 0).any():
+            raise PoseInputError(f"{name}: correct_wrists needs the body's and both hands' wrists")
+        pose = correct_wrists(pose)  # pose-format's: a copy
+    if cfg.anonymize:
+        pose = anonymize_pose(pose, cfg.anonymize, name)
+    return pose
+
+
 def pose_to_array(pose: Pose, cfg: PoseConfig, name: str = "<Pose>") -> np.ndarray:
     """Preprocess a ``Pose`` into (frames, points, dims) float32 with NaN for missing points."""
     check_pose(pose, name)
+    pose = adjust_pose(pose, cfg, name)
     layout = get_layout(cfg.layout)
-    x = select_points(pose, layout, name)
+    x = select_points(pose, layout, name, cfg.missing_confidence)
     if not np.isfinite(x).any():
         raise PoseInputError(f"{name}: every coordinate is missing or NaN")
-    x = normalize_shoulders(x, select_points(pose, SHOULDERS, name), name, cfg.shoulder_width)
+    shoulders = select_points(pose, SHOULDERS, name, cfg.missing_confidence)
+    x = normalize_shoulders(x, shoulders, name, cfg.shoulder_width)
     left, right = hands_present(x, layout)
     if cfg.require_hands and not (left or right):
         raise PoseInputError(f"{name}: no hand detected in any frame (require_hands=True)")
