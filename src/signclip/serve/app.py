@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signclip.errors import PoseInputError, SignCLIPInputError
-from signclip.serve.batching import QueueFull
+from signclip.serve.dynamic_batching import QueueFull
 from signclip.serve.schemas import (
     EmbeddingResponse,
     ErrorResponse,

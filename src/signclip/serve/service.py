@@ -20,7 +20,7 @@ from signclip.errors import PoseInputError, TextInputError
 from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
 from signclip.pose.video import is_video_bytes, video_to_pose
-from signclip.serve.batching import DynamicBatcher
+from signclip.serve.dynamic_batching import DynamicBatcher
 from signclip.serve.schemas import PoseRequest, records
 
 
