@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 import signclip
 from signclip.cli import app
 from signclip.errors import CheckpointError
+from signclip.eval.model_card import model_card
 from signclip.models.convert import load_reference_weights, reference_config, reference_model
-from signclip.models.hub import model_card
 from signclip.pose.layout import get_layout
 
 from reference_utils import (

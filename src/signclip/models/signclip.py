@@ -8,7 +8,7 @@ A saved model is a directory::
     text_config/         the text backbone's Hugging Face config (architecture without weights)
 
 ``load`` also takes a Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (:mod:`signclip.models.hub`), and
-``push_to_hub`` shares a model there with a generated model card.
+:func:`signclip.push_to_hub` shares a model there with a generated model card.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from signclip.batching import encode_by_length, pad_poses
 from signclip.config import ModelConfig, get_model_config
 from signclip.errors import DamagedFileError, PoseInputError, TextInputError
 from signclip.files import recover_dir, replacing_dir
-from signclip.models.hub import DEFAULT_LICENSE, push_to_hub, resolve_model_dir
+from signclip.models.hub import resolve_model_dir
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.reference import ReferencePoseEncoder
@@ -121,16 +121,6 @@ class SignCLIP(nn.Module):
                     digest.update(block)
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
-
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-                    commit_message: str | None = None, token: str | None = None, license: str = DEFAULT_LICENSE,
-                    run_dir: str | Path | None = None, metrics: str | Path | None = None,
-                    datasets: Sequence[str] = ()) -> str:
-        """Upload this model to the Hub repository ``repo_id`` (``ORG/NAME``, created if needed) with a
-        generated model card (``run_dir``: a training run whose split, settings and ``metrics.json`` it
-        describes); returns the repository URL. See :func:`signclip.models.hub.push_to_hub`."""
-        return push_to_hub(self, repo_id, private=private, revision=revision, commit_message=commit_message,
-                           token=token, license=license, run_dir=run_dir, metrics=metrics, datasets=datasets)
 
     @property
     def device(self) -> torch.device:
