@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from signclip.cli import app
 
+from serve_utils import untrained_model_dir
+
 runner = CliRunner()
 
 
@@ -109,6 +111,42 @@ def test_user_errors_are_one_line(cli_run, tmp_path, lexicon_paths):
     debug = runner.invoke(app, ["--debug", "embed", str(tmp_path / "nope"), "--text", "A", "-o",
                                 str(tmp_path / "e.npy")])
     assert isinstance(debug.exception, FileNotFoundError)  # the traceback is there with --debug
+
+
+@pytest.fixture(scope="module")
+def ready_model(tmp_path_factory, lexicon):
+    """A saved tiny model, untrained (for commands that must fail before they use it)."""
+    return untrained_model_dir(tmp_path_factory.mktemp("ready") / "model", lexicon)
+
+
+def failing(*args, status=2):
+    """Run a command that must fail: its last line is ``error: ...``, the others are progress bars or one-line
+    ``warning: ...`` (never Python's warning format with a source line, never a traceback)."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == status, result.output + repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Warning:" not in result.output, result.output
+    assert "Traceback" not in result.output and not any(line.startswith("  ") for line in lines), result.output
+    return result.output, lines[-1]
+
+
+def test_error_messages_name_the_cause(ready_model, tmp_path, lexicon):
+    """These said "texts: empty list", "give --data" (it was given), printed a UserWarning with a source line, or
+    announced "serving ..." before failing."""
+    rows = lexicon.head(10)[["path", "text", "spoken_language", "signed_language"]]
+    gone = rows.assign(path=[f"gone{i}.pose" for i in range(10)])
+    gone.to_csv(tmp_path / "gone.csv", index=False)
+    rows.assign(split="train").to_csv(tmp_path / "train_only.csv", index=False)
+    output, error = failing("eval", ready_model, tmp_path / "gone.csv")
+    assert "split 'test'): none of its 2 pose(s) is usable, e.g." in error and "no such pose file" in error
+    assert "warning: skipped 2 unusable pose(s)" in output
+    _, error = failing("eval", ready_model, tmp_path / "train_only.csv")
+    assert "train_only.csv: no rows in split 'test' (it has train 9, validation 1)" in error
+    _, error = failing("index", "build", ready_model, tmp_path / "index", "--data", tmp_path / "gone.csv")
+    assert "gone.csv: none of its 10 pose(s) is usable, e.g." in error and "gone" in error
+    output, error = failing("train", tmp_path / "gone.csv", "-o", tmp_path / "run", "--epochs", 1)
+    assert "need at least 2 training poses" in error and "warning: skipped 7 unusable pose(s)" in output
+    assert one_line_error("serve", tmp_path / "no-such-model").endswith("not a saved signclip model (no config.json)")
 
 
 def write_json(path, value):
