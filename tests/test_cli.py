@@ -182,3 +182,14 @@ def test_relative_manifest_paths_work_from_any_directory(cli_run, tmp_path, monk
     invoke("train", "project/data/manifest.csv", "-o", "project/run", "--model", tmp / "model.json", "--epochs", 2,
            "--batch-size", 8)  # resumes from another directory
     assert pd.read_csv(tmp_path / "project" / "run" / "log.csv")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_options_the_recipe_or_the_config_own_default_to_none():
+    """`quickstart` passed epochs=60 and seed=42 over recipes/quickstart.json (editing the recipe changed
+    nothing); `shards` repeated TrainConfig's split fractions and seed. Unset, they come from there."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for name, owned in (("quickstart", {"epochs", "seed"}), ("shards", {"seed", "val_fraction", "test_fraction"})):
+        defaults = {p.name: p.default for p in commands[name].params}
+        assert {k: defaults[k] for k in owned} == dict.fromkeys(owned), name

@@ -36,7 +36,7 @@ def eval_cmd(
     m = load_model(local)
     df = load_dataset(data)
     if split != "all":
-        df = ensure_split(df, group=split_by)  # the training defaults (seed 42, 10% validation, 20% test)
+        df = ensure_split(df, group=split_by)  # as training splits by default (TrainConfig's seed and fractions)
         if not (df["split"] == split).any():
             counts = ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items())
             raise UsageError(f"{data}: no rows in split {split!r} (it has {counts}); choose one with --split, "
