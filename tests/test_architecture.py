@@ -1,5 +1,5 @@
-"""The layout's rules: imports point down the pipeline (import-linter contracts in pyproject.toml), and
-the core commands work without the optional extras."""
+"""The layout's rules: imports point down the pipeline (import-linter contracts in pyproject.toml), every
+import is a declared dependency (deptry), and the core commands work without the optional extras."""
 from __future__ import annotations
 
 import subprocess
@@ -16,6 +16,14 @@ def test_import_contracts_hold():
     r = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "0 broken" in r.stdout
+
+
+def test_every_import_is_a_declared_dependency():
+    """src, tests and benchmarks import only what pyproject.toml declares (core or an extra), not packages that
+    merely come along with another one ([tool.deptry] in pyproject.toml)."""
+    deptry = Path(sys.executable).parent / "deptry"
+    r = subprocess.run([str(deptry), "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
 def test_core_works_without_the_extras():

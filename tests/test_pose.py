@@ -254,3 +254,25 @@ def test_low_frame_rate_is_capped_before_resampling(lexicon_paths, make_pose):
     x = preprocess(make_pose(src, fps=1.0), cfg)
     assert x.shape[0] == 64
     np.testing.assert_allclose(x, resample_frames(preprocess(src, PoseConfig(max_frames=10_000)), 64), atol=1e-6)
+
+
+def test_a_long_pose_costs_memory_of_its_file_not_of_its_frames_times_the_layout(lexicon_paths):
+    """Every frame of a long upload was expanded to the layout's 178 points before resampling: 7x the file at
+    peak (a 36.8 MB, 100,000-frame upload raised the server by 0.5 GB). Only the frames resampling reads are
+    expanded now, and the result is the same as resampling the whole pose."""
+    import tracemalloc
+
+    from serve_utils import long_pose
+
+    data = long_pose(lexicon_paths[0], 10_000)  # body and hands only: 75 points a frame in the file
+    cfg = PoseConfig(max_frames=64)
+    tracemalloc.start()
+    try:
+        x = preprocess(data, cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (64, 178, 3)
+    assert peak < 2.5 * len(data), (peak, len(data))
+    whole = preprocess(data, PoseConfig(max_frames=10_000))
+    np.testing.assert_allclose(x, resample_frames(whole, 64), atol=1e-6)

@@ -15,7 +15,7 @@ _EXPORTS = {
     "load": "signclip.models.signclip", "ModelConfig": "signclip.config", "TrainConfig": "signclip.config",
     "get_model_config": "signclip.config", "list_models": "signclip.config",
     "convert_reference": "signclip.models.convert", "fit": "signclip.training",
-    "load_dataset": "signclip.data.manifests",
+    "load_dataset": "signclip.data.manifests", "push_to_hub": "signclip.export.hub",
     "PoseInputError": "signclip.errors", "TextInputError": "signclip.errors", "SignCLIPInputError": "signclip.errors",
 }
 __all__ = [*_EXPORTS, "__version__"]

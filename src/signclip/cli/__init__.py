@@ -5,11 +5,13 @@ Each module holds one group; heavy imports (torch, the model) happen inside the 
 
 Errors are one line on stderr: ``error: ...`` naming the file or field, exit status 2 for a user's
 mistake (bad input, a missing or damaged file, a locked run folder, a missing extra), 1 for anything
-unexpected. ``--debug`` (or ``SIGNCLIP_DEBUG=1``) shows the traceback instead.
+unexpected; warnings are one line too (``warning: ...``). ``--debug`` (or ``SIGNCLIP_DEBUG=1``) shows the
+traceback and Python's warnings instead.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import click
@@ -45,12 +47,21 @@ def error_message(e: BaseException) -> tuple[str, int]:
     return f"{type(e).__name__}: {text} (unexpected; run with --debug for the traceback)", 1
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as ``warning: ...`` on stderr, without the source line Python shows."""
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 def one_line_errors(command: Callable) -> Callable:
-    """Run a command; an exception becomes ``error: ...`` and an exit status unless ``--debug``."""
+    """Run a command; an exception becomes ``error: ...`` and an exit status, a warning ``warning: ...``,
+    unless ``--debug``."""
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not DEBUG["on"]:
+                    warnings.showwarning = one_line_warning
+                return command(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit):
             raise
         except Exception as e:

@@ -58,7 +58,8 @@ def embed_cmd(
             meta = pd.DataFrame({"path": paths})
         if not paths:
             raise UsageError("nothing to embed: give .pose files, folders, --manifest or --text")
-        emb, skipped = m.encode_pose(paths, batch_size=batch_size, progress=True, errors="skip")
+        usable = m.encode_usable_poses(paths, batch_size=batch_size, progress=True)
+        emb, skipped = usable.embeddings, usable.skipped
         if not len(emb):
             raise PoseInputError(f"nothing embedded: all {len(paths)} pose(s) are unusable, e.g. "
                                  f"{next(iter(skipped.values()))}")

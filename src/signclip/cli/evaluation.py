@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from signclip.cli.hub import MODEL_HELP, load_model, model_dir
+from signclip.errors import UsageError
 
 
 def eval_cmd(
@@ -26,7 +27,7 @@ def eval_cmd(
 ) -> None:
     """Retrieval metrics of a saved model; with --report the whole suite (zero-/few-shot recognition, linear
     probe, sign-language identification, iconicity, plots) beside chance and raw-keypoint baselines."""
-    from signclip.data.arrays import load_split, table_prompts
+    from signclip.data.arrays import SplitData, load_arrays, none_usable, table_prompts
     from signclip.data.manifests import load_dataset
     from signclip.data.splits import ensure_split
     from signclip.eval.retrieval import evaluate_split
@@ -35,7 +36,11 @@ def eval_cmd(
     m = load_model(local)
     df = load_dataset(data)
     if split != "all":
-        df = ensure_split(df, group=split_by)  # the training defaults (seed 42, 10% validation, 20% test)
+        df = ensure_split(df, group=split_by)  # as training splits by default (TrainConfig's seed and fractions)
+        if not (df["split"] == split).any():
+            counts = ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items())
+            raise UsageError(f"{data}: no rows in split {split!r} (it has {counts}); choose one with --split, "
+                             "or 'all'")
     if report is not None:
         from signclip.eval.report import write_html_report, write_markdown_report
         from signclip.eval.suite import run_suite, training_classes
@@ -49,9 +54,11 @@ def eval_cmd(
         write_markdown_report(result, report)
         metrics = result.metrics
     else:
-        data_split = load_split(df if split == "all" else df[df["split"] == split], m.cfg.pose)
-        data_split.prompts = table_prompts(m, data_split.df)
-        metrics, path = evaluate_split(m, data_split), None
+        rows = df if split == "all" else df[df["split"] == split]
+        arrays, kept, errors = load_arrays(rows, m.cfg.pose)  # warns of the rows it skips
+        if not arrays:
+            raise none_usable(f"{data} (split {split!r})", len(rows), errors)
+        metrics, path = evaluate_split(m, SplitData(kept, arrays, table_prompts(m, kept))), None
     text = json.dumps(metrics, indent=2)
     if out:
         out.write_text(text)

@@ -86,8 +86,9 @@ def train_cmd(
 
 def quickstart_cmd(
     out: Path = typer.Option(Path("signclip-quickstart"), "--out", "-o"),
-    epochs: int = typer.Option(60, help="training epochs over the lexicon's training split"),
-    seed: int = 42,
+    epochs: Optional[int] = typer.Option(None, help="training epochs over the lexicon's training split (default: "
+                                                    "the quickstart recipe's)"),
+    seed: Optional[int] = typer.Option(None, help="split and initialisation seed (default: the recipe's)"),
 ) -> None:
     """Train the quickstart model on the embedded fingerspelling lexicon, evaluate on its test split,
     and write a report (metrics beside chance and a raw-keypoint baseline, figures, training curve)."""
@@ -124,8 +125,12 @@ def shards_cmd(
     model: str = typer.Option("tiny", "--model", "-m", help="named model config or JSON file (its pose preprocessing)"),
     rows_per_shard: int = typer.Option(4096, help="rows per parquet file"),
     rows_per_group: int = typer.Option(256, help="rows per row group (the unit dealt to ranks and workers)"),
-    seed: int = typer.Option(42, help="split seed for rows without a split (as `signclip train`)"),
-    val_fraction: float = 0.1, test_fraction: float = 0.2,
+    seed: Optional[int] = typer.Option(None, help="split seed for rows without a split (default: as `signclip "
+                                                  "train`)"),
+    val_fraction: Optional[float] = typer.Option(None, help="validation share of rows without a split (default: "
+                                                            "as `signclip train`)"),
+    test_fraction: Optional[float] = typer.Option(None, help="test share of rows without a split (default: as "
+                                                             "`signclip train`)"),
 ) -> None:
     """Preprocess a dataset once into parquet shards (+ training feature statistics) for streaming training."""
     from signclip.data.manifests import load_dataset
@@ -133,7 +138,8 @@ def shards_cmd(
     from signclip.models.signclip import SignCLIP
 
     m = SignCLIP.create(get_model_config(model))
-    cfg = TrainConfig(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    given = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     meta = pack_shards(load_dataset(data), out, m, cfg, rows_per_shard, rows_per_group)
     typer.echo(f"wrote {meta['rows']} poses ({meta['splits']}) in {len(meta['shards'])} shard(s) to {out}"
                + (f"; skipped {meta['skipped']} unusable" if meta.get("skipped") else ""))

@@ -20,17 +20,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from signclip.config import TrainConfig
+
 SPLITS = ("train", "validation", "test")
 ORIGIN = "split_origin"
 MIN_GROUPS_FOR_VALIDATION = 3  # a validation group is carved only when at least 2 groups stay for training
 
 
-def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-                  group: str | None = None) -> pd.DataFrame:
-    """Deterministic train/validation/test split in a ``split`` column.
+def split_options(val_fraction: float | None, test_fraction: float | None, seed: int | None
+                  ) -> tuple[float, float, int]:
+    """The split fractions and seed, each one not given taken from :class:`TrainConfig` (their one owner)."""
+    d = TrainConfig()
+    return (d.val_fraction if val_fraction is None else val_fraction,
+            d.test_fraction if test_fraction is None else test_fraction, d.seed if seed is None else seed)
+
+
+def split_dataset(df: pd.DataFrame, val_fraction: float | None = None, test_fraction: float | None = None,
+                  seed: int | None = None, group: str | None = None) -> pd.DataFrame:
+    """Deterministic train/validation/test split in a ``split`` column (fractions and seed: TrainConfig's
+    by default).
 
     Rows that already have a split keep it. ``group`` (e.g. ``"signer"``) keeps each group in one
     split (signer-independent evaluation)."""
+    val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
     df = df.copy()
     has = df["split"].isin(SPLITS)
     todo = df.index[~has]
@@ -52,11 +64,12 @@ def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: fl
     return df
 
 
-def ensure_split(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-                 group: str | None = None) -> pd.DataFrame:
+def ensure_split(df: pd.DataFrame, val_fraction: float | None = None, test_fraction: float | None = None,
+                 seed: int | None = None, group: str | None = None) -> pd.DataFrame:
     """The table with every row in a split (or "excluded") and a ``split_origin`` column: see the module
-    docstring for the rules. A table whose rows already all have a split and a validation set is
-    returned as it is (plus ``split_origin`` "manifest" where missing)."""
+    docstring for the rules (fractions and seed: TrainConfig's by default). A table whose rows already all
+    have a split and a validation set is returned as it is (plus ``split_origin`` "manifest" where missing)."""
+    val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
     df = df.copy()
     if ORIGIN not in df.columns:
         df[ORIGIN] = np.where(df["split"].isin(SPLITS), "manifest", None)

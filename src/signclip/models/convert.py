@@ -26,7 +26,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from signclip.config import ModelConfig, get_model_config, list_model_configs
-from signclip.errors import CheckpointError
+from signclip.errors import CheckpointError, refused_pickle
 from signclip.models.reference import BERT_POSITIONS
 from signclip.models.signclip import SignCLIP, text_options
 from signclip.models.text_encoder import TextEncoder
@@ -58,10 +58,8 @@ def load_reference_weights(path: str | Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith(
-            ("Weights only load failed", "Please file an issue", "Check the documentation"))), str(e))
-        raise CheckpointError(f"{path}: refused: it pickles more than tensors and argparse.Namespace, which signclip "
-                              f"never unpickles ({reason})") from None
+        raise CheckpointError(f"{path}: refused: {refused_pickle(e)}, and signclip unpickles only tensors, "
+                              "containers and argparse.Namespace") from None
     except Exception as e:  # not a torch file at all
         raise CheckpointError(f"{path}: not a reference SignCLIP checkpoint (unreadable by torch.load: "
                               f"{type(e).__name__}: {e})") from None

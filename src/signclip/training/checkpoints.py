@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from signclip.errors import DamagedFileError, RunLockedError
+from signclip.errors import DamagedFileError, RunLockedError, refused_pickle
 from signclip.files import recover_dir, replacing_dir
 from signclip.models.signclip import SignCLIP
 
@@ -85,7 +85,10 @@ def load_trainer_state(path: Path, device: torch.device) -> dict:
     """``trainer_state.pt`` without unpickling arbitrary objects (tensors, numbers, strings, containers)."""
     try:
         return torch.load(path, weights_only=True, map_location=device)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except pickle.UnpicklingError as e:
+        raise DamagedFileError(f"{path}: refused: {refused_pickle(e)}, and signclip unpickles only tensors, "
+                               "numbers, strings and containers") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DamagedFileError(f"{path}: not a trainer state signclip can read ({reason})") from None
 
