@@ -237,8 +237,8 @@ def initial_encoder(init: str | Path | SignCLIP | TaskModel | None, model: str |
 
 
 def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
-             init: str | Path | SignCLIP | TaskModel | None = None, model: str | ModelConfig | None = None, resume: bool = True, progress: bool = True
-             ) -> tuple[TaskModel, dict[str, SplitData], dict]:
+             init: str | Path | SignCLIP | TaskModel | None = None, model: str | ModelConfig | None = None,
+             resume: bool = True, progress: bool = True) -> tuple[TaskModel, dict[str, SplitData], dict]:
     """Split ``data`` (as ``signclip train``: rows marked test are the test set), preprocess, fine-tune a
     task model whose pose tower starts from ``init`` (or a fresh ``model`` tower), and reload the best one.
     Returns it, the splits and the run summary."""
