@@ -267,6 +267,11 @@ def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
                                     [train_rows.arrays[i] for i in keep])
         torch.manual_seed(tc.seed)
         task_model = TaskModel.create(cfg, build_vocab(cfg.task, splits["train"].df[cfg.target]), encoder)
+        validation = splits["validation"]  # ISLR validates on the classes it learns
+        known = [i for i, t in enumerate(targets_of_table(validation.df, cfg))
+                 if t and (cfg.task != "islr" or task_model.known(t))]
+        splits["validation"] = SplitData(validation.df.iloc[known].reset_index(drop=True),
+                                         [validation.arrays[i] for i in known])
         if isinstance(encoder, ModelConfig) or cfg.refit_statistics:
             task_model.fit_statistics(splits["train"].arrays)
         trainer = TaskTrainer(task_model, splits, cfg, out, progress)
