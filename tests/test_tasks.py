@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -240,6 +242,20 @@ def test_finetune_refuses_an_unknown_task_and_data_without_glosses(tmp_path, lex
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
     assert "no 'glosses' column" in bad.output and str(tmp_path / "m.csv") in bad.output
     assert not (tmp_path / "r").exists()
+
+
+def test_finetune_names_the_extra_it_needs_before_it_trains(tmp_path):
+    code = f"""
+import sys
+sys.modules["sacrebleu"] = None  # not installed: importing it raises ModuleNotFoundError
+from typer.testing import CliRunner
+from signclip.cli import app
+r = CliRunner().invoke(app, ["finetune", "islr", "lexicon", "-o", {str(tmp_path / "run")!r}])
+print(r.exit_code, r.output)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.startswith('2 error: this command needs the tasks extra: pip install "signclip[tasks]"'), r.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow  # trains

@@ -33,6 +33,7 @@ from signclip.files import recover_dir, write_text
 from signclip.models.signclip import SignCLIP
 from signclip.tasks.config import LOWER_IS_BETTER, TaskConfig
 from signclip.tasks.evaluate import evaluate_task, targets_of
+from signclip.tasks.metrics import require_metric_libraries
 from signclip.tasks.model import TaskModel, load
 from signclip.tasks.vocab import build_vocab
 from signclip.training.batches import MemorySource, PoseTextDataset
@@ -244,6 +245,7 @@ def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
     Returns it, the splits and the run summary."""
     tc = cfg.train
     check_targets(data, cfg)
+    require_metric_libraries()
     env = init_distributed(tc.device)
     out = Path(out)
     with run_lock(out) if env.is_main else nullcontext():

@@ -12,6 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def require_metric_libraries() -> None:
+    """Import the metric libraries (the ``tasks`` extra) now, so a missing one stops a run before it trains."""
+    import jiwer  # noqa: F401
+    import rouge_score  # noqa: F401
+    import sacrebleu  # noqa: F401
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """(N, C) class scores and (N,) true class indices -> ``per_instance/top{k}`` and ``per_class/top{k}``."""
     from sklearn.metrics import top_k_accuracy_score

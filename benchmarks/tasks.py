@@ -1,0 +1,159 @@
+"""Downstream tasks on composed continuous data (issue 21's targets): CSLR word error rate from a signclip
+model trained on the isolated words and from scratch, gloss-free SLT beside a perfect gloss recogniser, and
+continuous fingerspelling's letter error rate per sign language.
+
+    python benchmarks/tasks.py                                # everything (~1 h on 2 shared cores)
+    python benchmarks/tasks.py --pretrained RUN/best          # reuse a model trained on the isolated words
+
+What it runs (every step a `signclip` command, one torch thread each):
+
+1. traduttore's clips with signer dmohazab marked test (benchmarks/traduttore.py's fold_manifest);
+   `signclip compose FOLD --sentences orders --count 1500`: 1,200 ordering sentences composed from the
+   other signers' clips (train) and 300 from dmohazab's (test), 200 ms transitions;
+2. `signclip train FOLD` (the default recipe): a signclip model of the isolated words, dmohazab held out;
+3. `signclip finetune cslr ORDERS --init PRETRAINED` and the same from scratch (`--model`, the same
+   tiny-partwise tower), the same steps: the task config below (Table III's CSLR head and loss, a higher
+   learning rate and a cosine schedule so that the run fits in the time budget);
+4. `signclip finetune slt ORDERS --init PRETRAINED`; the "perfect gloss recogniser" row is the BLEU of the test
+   set's own glosses, lower-cased, as the translation (what recognition alone gives with no translation step);
+5. `signclip compose lexicon --sentences spelling --count 60`: 60 random 3-7-letter words per sign language of
+   the lexicon (80 % of the distinct words train, 20 % test: unseen words, but the same letter clips, as the
+   lexicon has one clip per letter); `signclip finetune cslr` from scratch; the letter error rate of each
+   language (`signclip eval`'s by_language WER over letters).
+
+Composed sequences lack real co-articulation: the figures are an upper bound, not a claim about real
+continuous signing. Prints markdown tables (benchmarks/RESULTS.md) and writes every run to a JSONL file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from traduttore import fold_manifest  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the benchmark's task configs: Table III's heads and losses; learning rates and schedules for short runs
+CSLR = {"train": {"lr": 1e-3, "batch_size": 8, "warmup_fraction": 0.05, "weight_decay": 1e-5, "ema_decay": 0.0},
+        "lr_schedule": "cosine"}
+SLT = {"train": {"lr": 1e-3, "batch_size": 16, "warmup_fraction": 0.1, "weight_decay": 1e-4, "ema_decay": 0.0},
+       "lr_schedule": "cosine"}
+
+
+def signclip(*args: str) -> float:
+    """Run the `signclip` command line; returns its wall time in seconds."""
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "signclip.cli", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.time() - start
+
+
+def task_config(out: Path, task: str, changes: dict, steps: int) -> Path:
+    """The named task config with the benchmark's changes, as a JSON file for `--config`."""
+    from signclip.tasks.config import get_task_config
+
+    d = get_task_config(task).to_dict()
+    d.update({k: v for k, v in changes.items() if k != "train"})
+    d["train"].update({**changes["train"], "steps": steps, "eval_every": max(1, steps // 5)})
+    d["name"] = f"{task}-benchmark"
+    path = out / f"{task}-benchmark.json"
+    path.write_text(json.dumps(d, indent=2))
+    return path
+
+
+def finetune(out: Path, name: str, task: str, data: Path, config: Path, *init: str) -> dict:
+    """Fine-tune, then evaluate the best model on the test split; the run's row."""
+    run = out / name
+    seconds = signclip("finetune", task, str(data), "-o", str(run), "--config", str(config), "--threads", "1", *init)
+    signclip("eval", str(run / "best"), str(data / "manifest.csv"), "--report", str(run / "test"))
+    metrics = json.loads((run / "test" / "metrics.json").read_text())[task]
+    log = pd.read_csv(run / "log.csv")
+    return {"run": name, "task": task, "init": init[1] if init else "scratch", "steps": int(log["step"].max()),
+            "train_seconds": float(log["time"].max()), "wall_seconds": seconds, **metrics}
+
+
+def gloss_oracle(data: Path) -> dict:
+    """BLEU / ROUGE-L of the test set's own glosses, lower-cased, as translations."""
+    from signclip.tasks.metrics import translation_metrics
+
+    test = pd.read_csv(data / "manifest.csv").query("split == 'test'")
+    hyps = [g.lower().replace("-", " ") for g in test["glosses"]]
+    return translation_metrics(test["text"].tolist(), hyps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="tasks-")))
+    parser.add_argument("--pretrained", help="a signclip model trained on the isolated words, dmohazab held out")
+    parser.add_argument("--cslr-steps", type=int, default=800)
+    parser.add_argument("--slt-steps", type=int, default=800)
+    parser.add_argument("--spelling-steps", type=int, default=800)
+    parser.add_argument("--only", nargs="+", default=["cslr", "slt", "spelling"])
+    parser.add_argument("--jsonl", type=Path, default=Path(__file__).with_name("tasks_runs.jsonl"))
+    args = parser.parse_args()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    fold = fold_manifest(out / "fold", "dmohazab")
+    orders = out / "orders"
+    if not (orders / "manifest.csv").exists():
+        signclip("compose", str(fold), "-o", str(orders), "--sentences", "orders", "--count", "1500")
+    pretrained = args.pretrained
+    if pretrained is None and {"cslr", "slt"} & set(args.only):
+        seconds = signclip("train", str(fold), "-o", str(out / "pretrain"), "--threads", "1")
+        pretrained = str(out / "pretrain" / "best")
+        print(f"pre-trained on the isolated words (dmohazab held out) in {seconds:.0f} s: {pretrained}")
+    rows = []
+    if "cslr" in args.only:
+        cfg = task_config(out, "cslr", CSLR, args.cslr_steps)
+        rows.append(finetune(out, "cslr-init", "cslr", orders, cfg, "--init", pretrained))
+        rows.append(finetune(out, "cslr-scratch", "cslr", orders, cfg, "--model", "tiny-partwise"))
+    if "slt" in args.only:
+        cfg = task_config(out, "slt", SLT, args.slt_steps)
+        rows.append(finetune(out, "slt-init", "slt", orders, cfg, "--init", pretrained))
+        rows.append({"run": "gloss-oracle", "task": "slt", "init": "test glosses, lower-cased",
+                     **gloss_oracle(orders)})
+    if "spelling" in args.only:
+        spelling = out / "spelling"
+        if not (spelling / "manifest.csv").exists():
+            signclip("compose", "lexicon", "-o", str(spelling), "--sentences", "spelling", "--count", "60")
+        cfg = task_config(out, "cslr", CSLR, args.spelling_steps)
+        rows.append(finetune(out, "spelling-scratch", "cslr", spelling, cfg, "--model", "tiny-partwise"))
+    with args.jsonl.open("a") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "out": str(out)}) + "\n")
+    print_tables(rows)
+
+
+def print_tables(rows: list[dict]) -> None:
+    cslr = [r for r in rows if r["task"] == "cslr" and not r["run"].startswith("spelling")]
+    if cslr:
+        print("\n| CSLR, composed orders, dmohazab held out | steps | training s | WER % | sub | del | ins |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in cslr:
+            print(f"| {r['run']} | {r['steps']} | {r['train_seconds']:.0f} | {r['wer']:.1f} | {r['sub']:.1f} | "
+                  f"{r['del']:.1f} | {r['ins']:.1f} |")
+    slt = [r for r in rows if r["task"] == "slt"]
+    if slt:
+        print("\n| SLT, composed orders, dmohazab held out | BLEU-1 | BLEU-2 | BLEU-4 | ROUGE-L |")
+        print("|---|---:|---:|---:|---:|")
+        for r in slt:
+            print(f"| {r['run']} | {r['bleu1']:.1f} | {r['bleu2']:.1f} | {r['bleu4']:.1f} | {r['rougeL']:.1f} |")
+    for r in (r for r in rows if r["run"].startswith("spelling")):
+        langs = sorted(k.split("/")[1] for k in r if k.startswith("by_language/"))
+        print(f"\n| fingerspelling, composed lexicon words ({r['steps']} steps, {r['train_seconds']:.0f} s) | "
+              + " | ".join(langs) + " | all |")
+        print("|---|" + "---:|" * (len(langs) + 1))
+        print("| letter error rate % | " + " | ".join(f"{r[f'by_language/{lang}/wer']:.1f}" for lang in langs)
+              + f" | {r['wer']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
