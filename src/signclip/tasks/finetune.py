@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from signclip.config import ModelConfig, get_recipe
 from signclip.data.arrays import SplitData, load_split
 from signclip.data.manifests import load_manifest
 from signclip.data.splits import SPLITS, ensure_split, split_summary
-from signclip.files import recover_dir, write_text
+from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.tasks.config import LOWER_IS_BETTER, TaskConfig
 from signclip.tasks.evaluate import evaluate_task, targets_of
@@ -37,16 +37,9 @@ from signclip.tasks.metrics import require_metric_libraries
 from signclip.tasks.model import TaskModel, load
 from signclip.tasks.vocab import build_vocab
 from signclip.training.batches import MemorySource, PoseTextDataset
-from signclip.training.checkpoints import (
-    append_log,
-    has_checkpoint,
-    load_checkpoint,
-    read_log,
-    run_lock,
-    save_checkpoint,
-)
+from signclip.training.checkpoints import run_lock
 from signclip.training.distributed import barrier, broadcast_object, init_distributed
-from signclip.training.loop import wrap_ddp
+from signclip.training.loop import Trainer
 from signclip.training.optim import lr_lambda, make_ema
 
 
@@ -88,13 +81,29 @@ def schedule(cfg: TaskConfig, total: int):
     return f
 
 
-class TaskTrainer:
-    """One fine-tuning run of ``model`` on ``splits`` into ``out`` (see the module docstring)."""
+class TaskObjective(nn.Module):
+    """The task model's loss as the trainer's objective (what DDP wraps); tasks have no training-only heads."""
+
+    def __init__(self, model: TaskModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, targets: list[str]) -> tuple[torch.Tensor, dict]:
+        return self.model(x, mask, targets), {}
+
+    def heads_state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class TaskTrainer(Trainer):
+    """One fine-tuning run of ``model`` on ``splits`` into ``out`` (see the module docstring): signclip's
+    :class:`~signclip.training.loop.Trainer` (its steps, logging, checkpoints, exact resume, EMA and DDP) with
+    the task's batches (pose, target text), objective, optimiser groups, schedule and validation metric."""
 
     def __init__(self, model: TaskModel, splits: dict[str, SplitData], cfg: TaskConfig, out: str | Path,
                  progress: bool = True):
         tc = cfg.train
-        self.model, self.splits, self.cfg, self.progress = model, splits, cfg, progress
+        self.model, self.splits, self.cfg, self.task_cfg, self.progress = model, splits, tc, cfg, progress
         self.env = init_distributed(tc.device)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +119,7 @@ class TaskTrainer:
         self.save_every = tc.save_every or self.steps_per_epoch
         model.to(self.env.device)
         model.pose.gradient_checkpointing = tc.gradient_checkpointing
+        self.objective = TaskObjective(model)
         self.optimizer = make_task_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(cfg, self.total_steps))
         self.ema = make_ema(model, tc.ema_decay)
@@ -117,76 +127,18 @@ class TaskTrainer:
         self.last, self.log_path, self.log_rows = self.out / "checkpoints" / "last", self.out / "log.jsonl", []
 
     def plan(self) -> str:
-        tc, n_val = self.cfg.train, len(self.splits["validation"].arrays)
-        return (f"fine-tuning {self.cfg.task} ({self.cfg.name}) on a {self.model.encoder_cfg.name} pose encoder: "
+        cfg, tc, n_val = self.task_cfg, self.cfg, len(self.splits["validation"].arrays)
+        return (f"fine-tuning {cfg.task} ({cfg.name}) on a {self.model.encoder_cfg.name} pose encoder: "
                 f"{self.total_steps} steps ({self.total_steps / self.steps_per_epoch:.1f} epochs of "
                 f"{self.steps_per_epoch} batches of {tc.batch_size}), lr {tc.lr:g} (encoder x"
-                f"{self.cfg.encoder_lr_scale:g}), {self.cfg.lr_schedule} schedule, EMA {tc.ema_decay:g}; "
-                f"{len(self.model.vocab)} output tokens; {n_val} validation poses"
-                + (f", the best weights by validation {self.cfg.best_metric} are kept" if n_val else ""))
+                f"{cfg.encoder_lr_scale:g}), "
+                f"{cfg.lr_schedule} schedule, EMA {tc.ema_decay:g}; {len(self.model.vocab)} output tokens; {n_val} "
+                "validation poses" + (f", the best weights by validation {cfg.best_metric} are kept" if n_val else ""))
 
-    def run(self, resume: bool = True) -> dict:
-        """Train to the configured length (resuming from ``checkpoints/last`` when present and ``resume``)."""
-        recover_dir(self.out / "best")
-        if resume and has_checkpoint(self.last):
-            self.resume()
-        net = wrap_ddp(self.model, self.env.device) if self.env.distributed else self.model
-        if self.env.is_main:
-            rows = read_log(self.log_path)
-            self.log_rows = [r for r in rows if r["step"] <= self.step]
-            write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.log_rows))
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"fine-tuning {self.cfg.task}", unit="step",
-                   disable=not (self.progress and self.env.is_main))
-        self.model.train()
-        start = time.time()
-        while self.step < self.total_steps:
-            self.run_epoch(net, bar, start)
-        bar.close()
-        if self.env.is_main:
-            if not (self.out / "best").exists():  # no validation poses: the last (averaged) weights
-                self.model.save(self.out / "best", None if self.ema is None else self.ema.module.state_dict())
-            write_text(self.out / "log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
-        barrier()
-        return {"steps": self.step, "best_metrics": broadcast_object(self.best_metrics),
-                "seconds": time.time() - start, "world_size": self.env.world_size}
-
-    def run_epoch(self, net: torch.nn.Module, bar: tqdm, start: float) -> None:
-        tc, device = self.cfg.train, self.env.device
-        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-        micro = 0
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-        for x, mask, targets, _ in self.source.loader(epoch, in_epoch * tc.grad_accum,
-                                                      self.steps_per_epoch * tc.grad_accum):
-            torch.manual_seed(tc.seed * 1_000_003 + self.step * tc.grad_accum + micro + self.env.rank * 7_919)
-            sync = micro + 1 == tc.grad_accum or not self.env.distributed
-            with nullcontext() if sync else net.no_sync():
-                with autocast:
-                    loss = net(x.to(device), mask.to(device), targets)
-                (loss / tc.grad_accum).backward()
-            micro += 1
-            if micro < tc.grad_accum:
-                continue
-            micro = 0
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.step += 1
-            row = {"step": self.step, "epoch": epoch, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
-                   "grad_norm": float(grad_norm), "time": time.time() - start}
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if self.step % self.eval_every == 0 or self.step == self.total_steps:
-                self.validate(row, bar)
-            if self.env.is_main:
-                self.log_rows.append(row)
-                append_log(self.log_path, row)
-            if self.step % self.save_every == 0 or self.step == self.total_steps:
-                self.save()
-            if self.step >= self.total_steps:
-                break
+    def batch_loss(self, net: nn.Module, x: torch.Tensor, mask: torch.Tensor, targets: list[str],
+                   ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        device = self.env.device
+        return net(x.to(device, non_blocking=True), mask.to(device, non_blocking=True), targets)
 
     def validate(self, row: dict, bar: tqdm) -> None:
         """Rank 0: the task metrics of the weights that would be kept; remember the best."""
@@ -197,32 +149,12 @@ class TaskTrainer:
         metrics, _ = evaluate_task(evaluated, validation)
         self.model.train()
         row.update({f"val/{k}": v for k, v in metrics.items()})
-        key = self.cfg.best_metric
+        key = self.task_cfg.best_metric
         value = metrics[key] * (-1 if key in LOWER_IS_BETTER else 1)
         if value >= self.best:  # a tie keeps the later weights
             self.best, self.best_metrics = value, metrics
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[key]:.2f}")
-
-    def save(self) -> None:
-        if self.env.is_main:
-            if self.best_state is not None:
-                self.model.save(self.out / "best", self.best_state)
-                self.best_state = None
-            save_checkpoint(self.model, self.last, {
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "best": self.best, "best_metrics": self.best_metrics, "world_size": self.env.world_size,
-                "ema": None if self.ema is None else self.ema.state_dict()})
-        barrier()
-
-    def resume(self) -> None:
-        loaded, state = load_checkpoint(self.last, self.env.device, TaskModel.load)
-        self.model.load_state_dict(loaded.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
 
 
 def initial_encoder(init: str | Path | SignCLIP | TaskModel | None, model: str | ModelConfig | None
