@@ -14,8 +14,9 @@ What it runs (every step a `signclip` command, one torch thread each):
 3. `signclip finetune cslr ORDERS --init PRETRAINED` and the same from scratch (`--model`, the same
    tiny-partwise tower), the same steps: the task config below (Table III's CSLR head and loss, a higher
    learning rate and a cosine schedule so that the run fits in the time budget);
-4. `signclip finetune slt ORDERS --init PRETRAINED`; the "perfect gloss recogniser" row is the BLEU of the test
-   set's own glosses, lower-cased, as the translation (what recognition alone gives with no translation step);
+4. `signclip finetune slt ORDERS --init PRETRAINED` (gloss-free), beside translations made from glosses: the
+   test set's true glosses (a perfect gloss recogniser) and the CSLR model's, each turned into a sentence by
+   the training sentence seen with those glosses (gloss2text by lookup), and the true glosses lower-cased;
 5. `signclip compose lexicon --sentences spelling --count 60`: 60 random 3-7-letter words per sign language of
    the lexicon (80 % of the distinct words train, 20 % test: unseen words, but the same letter clips, as the
    lexicon has one clip per letter); `signclip finetune cslr` from scratch; the letter error rate of each
@@ -80,13 +81,32 @@ def finetune(out: Path, name: str, task: str, data: Path, config: Path, *init: s
             "train_seconds": float(log["time"].max()), "wall_seconds": seconds, **metrics}
 
 
-def gloss_oracle(data: Path) -> dict:
-    """BLEU / ROUGE-L of the test set's own glosses, lower-cased, as translations."""
+def gloss_rows(data: Path, cslr_run: Path | None) -> list[dict]:
+    """Translations from glosses on the test set, scored like SLT: the true glosses (a perfect gloss
+    recogniser) and the CSLR model's glosses, each turned into text by a lookup of the training sentences
+    (the sentence seen most often with those glosses; unseen glosses: the glosses lower-cased), and the true
+    glosses lower-cased with no translation step."""
     from signclip.tasks.metrics import translation_metrics
 
-    test = pd.read_csv(data / "manifest.csv").query("split == 'test'")
-    hyps = [g.lower().replace("-", " ") for g in test["glosses"]]
-    return translation_metrics(test["text"].tolist(), hyps)
+    table = pd.read_csv(data / "manifest.csv")
+    train, test = table.query("split != 'test'"), table.query("split == 'test'")
+    lookup = train.groupby("glosses")["text"].agg(lambda t: t.value_counts().index[0]).to_dict()
+
+    def as_text(glosses: str) -> str:
+        glosses = "" if pd.isna(glosses) else str(glosses)
+        return lookup.get(glosses, glosses.lower().replace("-", " "))
+
+    refs = test["text"].tolist()
+    rows = [{"run": "perfect glosses + lookup of training sentences",
+             **translation_metrics(refs, [as_text(g) for g in test["glosses"]])},
+            {"run": "perfect glosses, lower-cased (no translation)",
+             **translation_metrics(refs, [g.lower().replace("-", " ") for g in test["glosses"]])}]
+    if cslr_run is not None:
+        predicted = pd.read_csv(cslr_run / "test" / "predictions.csv", keep_default_na=False)
+        by_path = dict(zip(predicted["path"], predicted["prediction"]))
+        hyps = [as_text(by_path[str((data / p).resolve())]) for p in test["path"]]
+        rows.insert(1, {"run": f"{cslr_run.name} glosses + lookup", **translation_metrics(refs, hyps)})
+    return [{"task": "slt", "init": "-", **r} for r in rows]
 
 
 def main() -> None:
@@ -118,8 +138,7 @@ def main() -> None:
     if "slt" in args.only:
         cfg = task_config(out, "slt", SLT, args.slt_steps)
         rows.append(finetune(out, "slt-init", "slt", orders, cfg, "--init", pretrained))
-        rows.append({"run": "gloss-oracle", "task": "slt", "init": "test glosses, lower-cased",
-                     **gloss_oracle(orders)})
+        rows += gloss_rows(orders, out / "cslr-init" if (out / "cslr-init" / "test").exists() else None)
     if "spelling" in args.only:
         spelling = out / "spelling"
         if not (spelling / "manifest.csv").exists():

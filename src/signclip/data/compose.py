@@ -203,8 +203,13 @@ DRINKS = ("coffee", "tea", "water")
 SIZES = ("small", "medium", "large")
 
 
-def _orders() -> list[tuple[str, str]]:
-    """Every (glosses, sentence) of the ordering grammar over traduttore's 14 words."""
+GREETINGS = ("Hello, ", "Hi, ")  # one gloss, several ways to say it: translation is one-to-many
+ASK = ("can I get ", "could I get ", "can I have ")
+ORDER = ("I'll get ", "I'd like ", "I'll have ")
+
+
+def _orders() -> list[tuple[str, list[str]]]:
+    """Every gloss sequence of the ordering grammar over traduttore's 14 words, with its English sentences."""
     out = []
     for hello, can, size, drink, please in itertools.product((0, 1), (0, 1), ("",) + SIZES, DRINKS + ("muffin",),
                                                              (0, 1)):
@@ -212,28 +217,30 @@ def _orders() -> list[tuple[str, str]]:
             continue
         glosses = ["HELLO"] * hello + ["CAN"] * can + ["I", "GET"] + [size.upper()] * bool(size) + [drink.upper()] \
             + ["PLEASE"] * please
-        thing = f"a {size + ' ' if size else ''}{drink}"
-        text = ("Hello, " if hello else "") + ("can I get " if can else "I'll get ") + thing + \
-            (", please" if please else "") + ("?" if can else ".")
-        out.append((" ".join(glosses), text[0].upper() + text[1:]))
+        thing = f"a {size + ' ' if size else ''}{drink}" + (", please" if please else "") + ("?" if can else ".")
+        texts = [(greet if hello else "") + verb + thing for greet in GREETINGS for verb in (ASK if can else ORDER)]
+        out.append((" ".join(glosses), sorted({t[0].upper() + t[1:] for t in texts})))
     for size, drink in itertools.product(("",) + SIZES, DRINKS):
+        thing = f"{size + ' ' if size else ''}{drink}"
         out.append((" ".join(filter(None, [size.upper(), drink.upper(), "PLEASE"])),
-                    f"A {size + ' ' if size else ''}{drink}, please."))
+                    [f"A {thing}, please.", f"One {thing}, please."]))
         out.append((" ".join(filter(None, ["NO", size.upper(), drink.upper()])),
-                    f"No, a {size + ' ' if size else ''}{drink}."))
-    out += [("THANK-YOU", "Thank you."), ("NO THANK-YOU", "No, thank you."), ("HELLO", "Hello."),
-            ("I GET MUFFIN THANK-YOU", "I'll get a muffin, thank you."),
-            ("CAN I GET WATER THANK-YOU", "Can I get a water? Thank you.")]
+                    [f"No, a {thing}.", f"No, one {thing}."]))
+    out += [("THANK-YOU", ["Thank you.", "Thanks."]), ("NO THANK-YOU", ["No, thank you.", "No, thanks."]),
+            ("HELLO", ["Hello.", "Hi."]), ("I GET MUFFIN THANK-YOU", ["I'll get a muffin, thank you."]),
+            ("CAN I GET WATER THANK-YOU", ["Can I get a water? Thank you.", "Could I get a water? Thanks."])]
     return out
 
 
 def ordering_sentences(n: int, seed: int = 0, split: str | None = None) -> pd.DataFrame:
     """``n`` short ordering sentences over traduttore's 14 words, drawn at random from a small grammar
-    (``HELLO CAN I GET LARGE COFFEE PLEASE`` -> "Hello, can I get a large coffee, please?"): columns
-    ``glosses`` (the signs in order), ``text`` (the English sentence), ``split``."""
+    (``HELLO CAN I GET LARGE COFFEE PLEASE`` -> "Hello, can I get a large coffee, please?" or "Hi, could I get
+    ..."; a gloss sequence has up to six sentences, as translation is one-to-many): columns ``glosses`` (the
+    signs in order), ``text`` (the English sentence), the languages and ``split``."""
     orders = _orders()
-    pick = np.random.default_rng(seed).integers(len(orders), size=n)
-    return pd.DataFrame({"glosses": [orders[i][0] for i in pick], "text": [orders[i][1] for i in pick],
+    rng = np.random.default_rng(seed)
+    picked = [orders[i] for i in rng.integers(len(orders), size=n)]
+    return pd.DataFrame({"glosses": [g for g, _ in picked], "text": [t[rng.integers(len(t))] for _, t in picked],
                          "spoken_language": "en", "signed_language": "ase", "split": split})
 
 
