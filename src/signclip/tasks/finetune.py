@@ -62,7 +62,8 @@ def make_task_optimizer(model: TaskModel, cfg: TaskConfig) -> torch.optim.Optimi
         lr = tc.lr * (cfg.encoder_lr_scale if name.startswith("pose.") else 1.0)
         decay = 0.0 if p.ndim < 2 or "pos_embedding" in name else tc.weight_decay
         groups.setdefault((lr, decay), []).append(p)
-    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+    ordered = sorted(groups.items(), key=lambda g: -g[0][0])  # the head's rate first: the log shows it
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in ordered],
                              betas=tuple(tc.betas))
 
 
