@@ -4,6 +4,7 @@ continuous fingerspelling's letter error rate per sign language.
 
     python benchmarks/tasks.py                                # everything (~1 h on 2 shared cores)
     python benchmarks/tasks.py --pretrained RUN/best          # reuse a model trained on the isolated words
+    python benchmarks/tasks.py --only spelling --lexicon-pretrained RUN/best   # one part, a lexicon model given
 
 What it runs (every step a `signclip` command, one torch thread each):
 
@@ -19,7 +20,8 @@ What it runs (every step a `signclip` command, one torch thread each):
    the training sentence seen with those glosses (gloss2text by lookup), and the true glosses lower-cased;
 5. `signclip compose lexicon --sentences spelling --count 60`: 60 random 3-7-letter words per sign language of
    the lexicon (80 % of the distinct words train, 20 % test: unseen words, but the same letter clips, as the
-   lexicon has one clip per letter); `signclip finetune cslr` from scratch; the letter error rate of each
+   lexicon has one clip per letter); `signclip train lexicon` (the default recipe: a signclip model of the
+   isolated letters), then `signclip finetune cslr` from it and from scratch; the letter error rate of each
    language (`signclip eval`'s by_language WER over letters).
 
 Composed sequences lack real co-articulation: the figures are an upper bound, not a claim about real
@@ -113,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="tasks-")))
     parser.add_argument("--pretrained", help="a signclip model trained on the isolated words, dmohazab held out")
+    parser.add_argument("--lexicon-pretrained", help="a signclip model trained on the lexicon's letters")
     parser.add_argument("--cslr-steps", type=int, default=800)
     parser.add_argument("--slt-steps", type=int, default=800)
     parser.add_argument("--spelling-steps", type=int, default=800)
@@ -143,7 +146,13 @@ def main() -> None:
         spelling = out / "spelling"
         if not (spelling / "manifest.csv").exists():
             signclip("compose", "lexicon", "-o", str(spelling), "--sentences", "spelling", "--count", "60")
+        letters = args.lexicon_pretrained
+        if letters is None:
+            seconds = signclip("train", "lexicon", "-o", str(out / "pretrain-lexicon"), "--threads", "1")
+            letters = str(out / "pretrain-lexicon" / "best")
+            print(f"pre-trained on the lexicon's isolated letters in {seconds:.0f} s: {letters}")
         cfg = task_config(out, "cslr", CSLR, args.spelling_steps)
+        rows.append(finetune(out, "spelling-init", "cslr", spelling, cfg, "--init", letters))
         rows.append(finetune(out, "spelling-scratch", "cslr", spelling, cfg, "--model", "tiny-partwise"))
     with args.jsonl.open("a") as f:
         for row in rows:
@@ -165,13 +174,15 @@ def print_tables(rows: list[dict]) -> None:
         print("|---|---:|---:|---:|---:|")
         for r in slt:
             print(f"| {r['run']} | {r['bleu1']:.1f} | {r['bleu2']:.1f} | {r['bleu4']:.1f} | {r['rougeL']:.1f} |")
-    for r in (r for r in rows if r["run"].startswith("spelling")):
-        langs = sorted(k.split("/")[1] for k in r if k.startswith("by_language/"))
-        print(f"\n| fingerspelling, composed lexicon words ({r['steps']} steps, {r['train_seconds']:.0f} s) | "
-              + " | ".join(langs) + " | all |")
-        print("|---|" + "---:|" * (len(langs) + 1))
-        print("| letter error rate % | " + " | ".join(f"{r[f'by_language/{lang}/wer']:.1f}" for lang in langs)
-              + f" | {r['wer']:.1f} |")
+    spelling = [r for r in rows if r["run"].startswith("spelling")]
+    if spelling:
+        langs = sorted(k.split("/")[1] for k in spelling[0] if k.startswith("by_language/"))
+        print("\n| letter error rate %, composed lexicon words | steps | training s | " + " | ".join(langs)
+              + " | all |")
+        print("|---|---:|---:|" + "---:|" * (len(langs) + 1))
+        for r in spelling:
+            print(f"| {r['run']} | {r['steps']} | {r['train_seconds']:.0f} | "
+                  + " | ".join(f"{r[f'by_language/{lang}/wer']:.1f}" for lang in langs) + f" | {r['wer']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -49,18 +49,24 @@ class ClassifierHead(nn.Module):
 
 
 class TemporalConv(nn.Module):
-    """The CSLR TCN: ``blocks`` x (Conv1d k, GELU, max-pool 2), each halving the frames (K5-P2-K5-P2)."""
+    """The CSLR TCN: ``blocks`` x (Conv1d k, batch norm, ReLU, max-pool 2), each halving the frames (K5-P2-K5-P2,
+    as VAC / CorrNet). The batch norm counts real frames only; it also takes away what every frame shares (a pose
+    tower's frame features vary little from frame to frame next to their common part)."""
 
     def __init__(self, in_dim: int, width: int, kernel: int, blocks: int):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv1d(in_dim if i == 0 else width, width, kernel, padding=kernel // 2)
                                    for i in range(blocks))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(width) for _ in range(blocks))
 
     def forward(self, h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, W) with padded frames zeroed, (B,) lengths -> (B, T / 2^blocks, W), new lengths (at least 1)."""
         z = h.transpose(1, 2)  # (B, W, T)
-        for conv in self.convs:
-            z = F.max_pool1d(F.gelu(conv(z)), 2, ceil_mode=True)
+        for conv, norm in zip(self.convs, self.norms):
+            z = conv(z).transpose(1, 2)  # (B, T, W)
+            real = torch.arange(z.shape[1], device=z.device) < lengths[:, None]  # (B, T)
+            z = z.masked_scatter(real.unsqueeze(-1), norm(z[real]))  # statistics of the real frames
+            z = F.max_pool1d(F.relu(z).transpose(1, 2), 2, ceil_mode=True)  # (B, W, T / 2)
             lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
             z = z * (torch.arange(z.shape[-1], device=z.device) < lengths[:, None]).unsqueeze(1)  # padding stays 0
         return z.transpose(1, 2), lengths.clamp(min=1)
