@@ -305,3 +305,7 @@ def test_finetune_from_a_trained_signclip_model(trained_model_dir, composed, tmp
     init, tuned = signclip.load(trained_model_dir), signclip.load(tmp_path / "run" / "best")
     assert torch.equal(tuned.pose.feature_mean, init.pose.feature_mean)  # statistics kept
     assert tuned.encoder_cfg.pose == init.cfg.pose
+    result = CliRunner().invoke(app, ["finetune", "cslr", str(data), "-o", str(tmp_path / "run2"), "--init",
+                                      str(trained_model_dir), "--steps", "1", "--refit-stats"])
+    assert result.exit_code == 0, result.output
+    assert not torch.equal(signclip.load(tmp_path / "run2" / "best").pose.feature_mean, init.pose.feature_mean)

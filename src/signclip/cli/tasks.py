@@ -29,6 +29,8 @@ def finetune_cmd(
     batch_size: Optional[int] = None, lr: Optional[float] = None, seed: Optional[int] = None,
     device: Optional[str] = None, eval_every: Optional[int] = None, save_every: Optional[int] = None,
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split"),
+    refit_stats: bool = typer.Option(False, "--refit-stats", help="with --init: fit the feature statistics to "
+                                                                  "this data instead of keeping the model's"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
 ) -> None:
@@ -49,6 +51,7 @@ def finetune_cmd(
                           **({"min_steps": 0} if epochs or steps else {}))
     if cfg.task != task:
         raise UsageError(f"--config {config}: a {cfg.task} config, not {task}")
+    cfg.refit_statistics = cfg.refit_statistics or refit_stats
     if threads:
         import torch
 

@@ -10,6 +10,7 @@ from signclip.data.arrays import SplitData
 from signclip.data.manifests import optional, optional_column
 from signclip.files import write_text
 from signclip.markdown import table
+from signclip.tasks.config import TaskConfig
 from signclip.tasks.metrics import classification_metrics, translation_metrics, word_error_rate
 from signclip.tasks.model import TaskModel
 
@@ -24,11 +25,12 @@ METRIC_NOTES = {
 }
 
 
-def targets_of(model: TaskModel, df: pd.DataFrame) -> list[str | None]:
-    """Each row's target for the model's task (its class, gloss sequence or sentence; None where missing)."""
-    if model.cfg.target not in df:
-        raise ValueError(f"data: no {model.cfg.target!r} column, which the {model.cfg.task} task needs")
-    return [optional(t) if optional(t) and str(t).strip() else None for t in df[model.cfg.target]]
+def targets_of(model: TaskModel | TaskConfig, df: pd.DataFrame) -> list[str | None]:
+    """Each row's target for a task (its class, gloss sequence or sentence; None where missing or blank)."""
+    cfg = model if isinstance(model, TaskConfig) else model.cfg
+    if cfg.target not in df:
+        raise ValueError(f"data: no {cfg.target!r} column, which the {cfg.task} task needs")
+    return [optional(t) if optional(t) and str(t).strip() else None for t in df[cfg.target]]
 
 
 def evaluate_task(model: TaskModel, data: SplitData, batch_size: int = 32) -> tuple[dict[str, float], pd.DataFrame]:

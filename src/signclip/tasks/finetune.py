@@ -197,13 +197,13 @@ def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
                     encoder.cfg if isinstance(encoder, SignCLIP) else encoder.encoder_cfg).pose
         splits = {s: load_split(data[data["split"] == s], pose_cfg, progress) for s in SPLITS}
         train_rows = splits["train"]
-        keep = [i for i, t in enumerate(targets_of_table(train_rows.df, cfg)) if t is not None]
+        keep = [i for i, t in enumerate(targets_of(cfg, train_rows.df)) if t is not None]
         splits["train"] = SplitData(train_rows.df.iloc[keep].reset_index(drop=True),
                                     [train_rows.arrays[i] for i in keep])
         torch.manual_seed(tc.seed)
         task_model = TaskModel.create(cfg, build_vocab(cfg.task, splits["train"].df[cfg.target]), encoder)
         validation = splits["validation"]  # ISLR validates on the classes it learns
-        known = [i for i, t in enumerate(targets_of_table(validation.df, cfg))
+        known = [i for i, t in enumerate(targets_of(cfg, validation.df))
                  if t and (cfg.task != "islr" or task_model.known(t))]
         splits["validation"] = SplitData(validation.df.iloc[known].reset_index(drop=True),
                                          [validation.arrays[i] for i in known])
@@ -214,8 +214,3 @@ def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
             tqdm.write(trainer.plan())
         summary = trainer.run(resume)
         return TaskModel.load(out / "best", env.device), splits, summary
-
-
-def targets_of_table(df: pd.DataFrame, cfg: TaskConfig) -> list[str | None]:
-    """Each row's target (None where it has none: such training rows are left out)."""
-    return [None if pd.isna(t) or not str(t).strip() else str(t) for t in df[cfg.target]]
