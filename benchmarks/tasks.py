@@ -13,7 +13,7 @@ What it runs (every step a `signclip` command, one torch thread each):
    other signers' clips (train) and 300 from dmohazab's (test), 200 ms transitions;
 2. `signclip train FOLD` (the default recipe): a signclip model of the isolated words, dmohazab held out;
 3. `signclip finetune cslr ORDERS --init PRETRAINED` and the same from scratch (`--model`, the same
-   tiny-partwise tower), the same steps: the task config below (Table III's CSLR head and loss, a higher
+   tiny-partwise tower), the same steps (160 and 800): the task config below (Table III's CSLR head and loss, a higher
    learning rate and a cosine schedule so that the run fits in the time budget);
 4. `signclip finetune slt ORDERS --init PRETRAINED` (gloss-free), beside translations made from glosses: the
    test set's true glosses (a perfect gloss recogniser) and the CSLR model's, each turned into a sentence by
@@ -65,22 +65,34 @@ def task_config(out: Path, task: str, changes: dict, steps: int) -> Path:
 
     d = get_task_config(task).to_dict()
     d.update({k: v for k, v in changes.items() if k != "train"})
-    d["train"].update({**changes["train"], "steps": steps, "eval_every": max(1, steps // 5)})
+    d["train"].update({**changes["train"], "steps": steps, "eval_every": max(1, min(160, steps // 5))})
     d["name"] = f"{task}-benchmark"
-    path = out / f"{task}-benchmark.json"
+    path = out / f"{task}-benchmark-{steps}.json"
     path.write_text(json.dumps(d, indent=2))
     return path
 
 
 def finetune(out: Path, name: str, task: str, data: Path, config: Path, *init: str) -> dict:
-    """Fine-tune, then evaluate the best model on the test split; the run's row."""
+    """Fine-tune (a finished run is reused), then evaluate the best model on the test split; the run's row."""
     run = out / name
     seconds = signclip("finetune", task, str(data), "-o", str(run), "--config", str(config), "--threads", "1", *init)
     signclip("eval", str(run / "best"), str(data / "manifest.csv"), "--report", str(run / "test"))
     metrics = json.loads((run / "test" / "metrics.json").read_text())[task]
     log = pd.read_csv(run / "log.csv")
-    return {"run": name, "task": task, "init": init[1] if init else "scratch", "steps": int(log["step"].max()),
-            "train_seconds": float(log["time"].max()), "wall_seconds": seconds, **metrics}
+    row = {"run": name, "task": task, "init": init[1] if init else "scratch", "steps": int(log["step"].max()),
+           "train_seconds": float(log["time"].max()), "wall_seconds": seconds, **metrics}
+    record(row)
+    return row
+
+
+JSONL: list[Path] = []  # where record() appends (set by main)
+
+
+def record(row: dict) -> None:
+    """Append a finished row to the JSONL file at once (a later failure keeps it)."""
+    for path in JSONL:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def gloss_rows(data: Path, cslr_run: Path | None) -> list[dict]:
@@ -116,7 +128,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="tasks-")))
     parser.add_argument("--pretrained", help="a signclip model trained on the isolated words, dmohazab held out")
     parser.add_argument("--lexicon-pretrained", help="a signclip model trained on the lexicon's letters")
-    parser.add_argument("--cslr-steps", type=int, default=800)
+    parser.add_argument("--cslr-steps", type=int, nargs="+", default=[160, 800], help="step budgets compared")
     parser.add_argument("--slt-steps", type=int, default=800)
     parser.add_argument("--spelling-steps", type=int, default=800)
     parser.add_argument("--only", nargs="+", default=["cslr", "slt", "spelling"])
@@ -124,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    JSONL.append(args.jsonl)
     fold = fold_manifest(out / "fold", "dmohazab")
     orders = out / "orders"
     if not (orders / "manifest.csv").exists():
@@ -135,13 +148,15 @@ def main() -> None:
         print(f"pre-trained on the isolated words (dmohazab held out) in {seconds:.0f} s: {pretrained}")
     rows = []
     if "cslr" in args.only:
-        cfg = task_config(out, "cslr", CSLR, args.cslr_steps)
-        rows.append(finetune(out, "cslr-init", "cslr", orders, cfg, "--init", pretrained))
-        rows.append(finetune(out, "cslr-scratch", "cslr", orders, cfg, "--model", "tiny-partwise"))
+        for steps in args.cslr_steps:
+            cfg = task_config(out, "cslr", CSLR, steps)
+            rows.append(finetune(out, f"cslr-init-{steps}", "cslr", orders, cfg, "--init", pretrained))
+            rows.append(finetune(out, f"cslr-scratch-{steps}", "cslr", orders, cfg, "--model", "tiny-partwise"))
     if "slt" in args.only:
         cfg = task_config(out, "slt", SLT, args.slt_steps)
         rows.append(finetune(out, "slt-init", "slt", orders, cfg, "--init", pretrained))
-        rows += gloss_rows(orders, out / "cslr-init" if (out / "cslr-init" / "test").exists() else None)
+        cslr_run = out / f"cslr-init-{max(args.cslr_steps)}"
+        rows += gloss_rows(orders, cslr_run if (cslr_run / "test").exists() else None)
     if "spelling" in args.only:
         spelling = out / "spelling"
         if not (spelling / "manifest.csv").exists():
@@ -154,9 +169,9 @@ def main() -> None:
         cfg = task_config(out, "cslr", CSLR, args.spelling_steps)
         rows.append(finetune(out, "spelling-init", "cslr", spelling, cfg, "--init", letters))
         rows.append(finetune(out, "spelling-scratch", "cslr", spelling, cfg, "--model", "tiny-partwise"))
-    with args.jsonl.open("a") as f:
-        for row in rows:
-            f.write(json.dumps({**row, "out": str(out)}) + "\n")
+    for row in rows:
+        if "steps" not in row:  # the translations from glosses (fine-tuning rows are recorded as they finish)
+            record(row)
     print_tables(rows)
 
 
