@@ -27,12 +27,14 @@ def test_every_import_is_a_declared_dependency():
 
 
 def test_core_works_without_the_extras():
-    """Train, evaluate and embed need none of the serve, index, export or video extras."""
-    extras = ("fastapi", "fastapi_offline", "uvicorn", "multipart", "faiss", "onnx", "onnxruntime", "mediapipe")
+    """Train, evaluate and embed need none of the serve, index, export, video or tasks extras."""
+    extras = ("fastapi", "fastapi_offline", "uvicorn", "multipart", "faiss", "onnx", "onnxruntime", "mediapipe",
+              "jiwer", "sacrebleu", "rouge_score")
     code = """
 from typer.testing import CliRunner
 from signclip.cli import app
 import signclip.training, signclip.eval.suite, signclip.eval.report, signclip.export.embeddings
+import signclip.tasks.finetune, signclip.tasks.evaluate
 r = CliRunner().invoke(app, ["--help"])
 assert r.exit_code == 0 and "quickstart" in r.output, r.output
 print("ok")

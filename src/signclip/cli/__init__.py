@@ -17,7 +17,7 @@ from collections.abc import Callable
 import click
 import typer
 
-from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, training
+from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, tasks, training
 from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -25,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 DEBUG = {"on": False}
 # an optional dependency missing -> the extra that installs it
 EXTRAS = {"fastapi": "serve", "fastapi_offline": "serve", "uvicorn": "serve", "multipart": "serve",
-          "faiss": "index", "onnx": "export", "onnxruntime": "export", "mediapipe": "video"}
+          "faiss": "index", "onnx": "export", "onnxruntime": "export", "mediapipe": "video",
+          "jiwer": "tasks", "sacrebleu": "tasks", "rouge_score": "tasks"}
 USER_ERRORS = (ValueError, OSError, RunLockedError)  # SignCLIPInputError and DamagedFileError are ValueErrors
 
 
@@ -81,6 +82,8 @@ command("models", training.models_cmd)
 command("train", training.train_cmd)
 command("quickstart", training.quickstart_cmd)
 command("shards", training.shards_cmd)
+command("finetune", tasks.finetune_cmd)
+command("compose", tasks.compose_cmd)
 command("eval", evaluation.eval_cmd)
 command("embed", embedding.embed_cmd)
 command("pose", embedding.pose_cmd)

@@ -13,12 +13,16 @@ from signclip.errors import UsageError
 
 
 def models_cmd() -> None:
-    """List the named model configs and training recipes."""
+    """List the named model configs, training recipes and task configs (`signclip finetune`)."""
     for name in list_model_configs():
         typer.echo(f"{name}: {json.dumps(get_model_config(name).to_dict())}")
     for name in list_recipes():
         recipe = get_recipe(name)
         typer.echo(f"recipe {name}: model {recipe.model} {recipe.model_overrides or ''} - {recipe.description}")
+    from signclip.tasks.config import get_task_config, list_task_configs
+
+    for name in list_task_configs():
+        typer.echo(f"task config {name}: {get_task_config(name).description}")
 
 
 def train_cmd(

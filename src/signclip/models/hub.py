@@ -63,7 +63,7 @@ def resolve_model_dir(name: str | os.PathLike, cache_dir: str | Path | None = No
     try:
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                       allow_patterns=["config.json", "model.safetensors", "tokenizer/*",
-                                                      "text_config/*"],
+                                                      "text_config/*", "task.json"],
                                       local_files_only=offline, library_name="signclip",
                                       library_version=__version__))
     except IncompleteSnapshotError:

@@ -79,7 +79,8 @@ class SignCLIP(nn.Module, PoseTextEncoder):
         ``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` only the cache is read)."""
         path = recover_dir(resolve_model_dir(path, cache_dir))
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json)")
+            task = " but a task model (task.json): load it with signclip.load" if (path / "task.json").is_file() else ""
+            raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json){task}")
         try:
             cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
             cfg.pose = resolve_appearance(cfg.pose, path)
