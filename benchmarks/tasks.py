@@ -8,7 +8,7 @@ continuous fingerspelling's letter error rate per sign language.
 
 What it runs (every step a `signclip` command, one torch thread each):
 
-1. traduttore's clips with signer dmohazab marked test (benchmarks/traduttore.py's fold_manifest);
+1. traduttore's clips with signer dmohazab marked test (benchmarks/generalisation.py's fold_manifest);
    `signclip compose FOLD --sentences orders --count 1500`: 1,200 ordering sentences composed from the
    other signers' clips (train) and 300 from dmohazab's (test), 200 ms transitions;
 2. `signclip train FOLD` (the default recipe): a signclip model of the isolated words, dmohazab held out;
@@ -44,7 +44,7 @@ import pandas as pd
 from signclip.data.manifests import load_lexicon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from traduttore import fold_manifest  # noqa: E402
+from generalisation import fold_manifest  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -142,7 +142,7 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     JSONL.append(args.jsonl)
-    fold = fold_manifest(out / "fold", "dmohazab")
+    fold = fold_manifest(out / "fold", "traduttore/dmohazab", "full", 0)
     orders = out / "orders"
     if not (orders / "manifest.csv").exists():
         signclip("compose", str(fold), "-o", str(orders), "--sentences", "orders", "--count", "1500")

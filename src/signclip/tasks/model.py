@@ -25,8 +25,9 @@ from signclip.batching import pad_poses
 from signclip.config import ModelConfig
 from signclip.errors import DamagedFileError
 from signclip.files import recover_dir, replacing_dir
+from signclip.models.encoder import PoseInput
 from signclip.models.hub import resolve_model_dir
-from signclip.models.signclip import POSE_ENCODERS, WEIGHTS, PoseInput, SignCLIP, evaluating
+from signclip.models.signclip import POSE_ENCODERS, WEIGHTS, SignCLIP, evaluating
 from signclip.models.statistics import FeatureStatistics
 from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
