@@ -8,8 +8,8 @@ import pandas as pd
 
 from signclip.data.arrays import SplitData
 from signclip.data.manifests import optional, optional_column
-from signclip.files import write_text
 from signclip.eval.markdown import table
+from signclip.files import write_text
 from signclip.tasks.config import TaskConfig
 from signclip.tasks.metrics import classification_metrics, translation_metrics, word_error_rate
 from signclip.tasks.model import TaskModel
