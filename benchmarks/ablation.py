@@ -151,7 +151,8 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("SIGNCLIP_THREADS", "2")))
     if not args.table_only:
         lex = load_lexicon()
-        data = split_dataset(lex, QUICKSTART_TRAIN["val_fraction"], QUICKSTART_TRAIN["test_fraction"], args.split_seed)
+        quickstart = get_recipe("quickstart").train_config()
+        data = split_dataset(lex, quickstart.val_fraction, quickstart.test_fraction, args.split_seed)
         spoken = spoken_for_signed(lex)
         for seed in args.seeds:
             for variant in args.variants:

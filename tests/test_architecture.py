@@ -1,5 +1,5 @@
-"""The layout's rules: imports point down the pipeline (import-linter contracts in pyproject.toml), and
-the core commands work without the optional extras."""
+"""The layout's rules: imports point down the pipeline (import-linter contracts in pyproject.toml), every
+import is a declared dependency (deptry), and the core commands work without the optional extras."""
 from __future__ import annotations
 
 import subprocess
@@ -18,13 +18,23 @@ def test_import_contracts_hold():
     assert "0 broken" in r.stdout
 
 
+def test_every_import_is_a_declared_dependency():
+    """src, tests and benchmarks import only what pyproject.toml declares (core or an extra), not packages that
+    merely come along with another one ([tool.deptry] in pyproject.toml)."""
+    deptry = Path(sys.executable).parent / "deptry"
+    r = subprocess.run([str(deptry), "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
 def test_core_works_without_the_extras():
-    """Train, evaluate and embed need none of the serve, index, export or video extras."""
-    extras = ("fastapi", "fastapi_offline", "uvicorn", "multipart", "faiss", "onnx", "onnxruntime", "mediapipe")
+    """Train, evaluate and embed need none of the serve, index, export, video or tasks extras."""
+    extras = ("fastapi", "fastapi_offline", "uvicorn", "multipart", "faiss", "onnx", "onnxruntime", "mediapipe",
+              "jiwer", "sacrebleu", "rouge_score")
     code = """
 from typer.testing import CliRunner
 from signclip.cli import app
 import signclip.training, signclip.eval.suite, signclip.eval.report, signclip.export.embeddings
+import signclip.tasks.finetune, signclip.tasks.evaluate
 r = CliRunner().invoke(app, ["--help"])
 assert r.exit_code == 0 and "quickstart" in r.output, r.output
 print("ok")

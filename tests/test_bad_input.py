@@ -158,6 +158,30 @@ def test_text_that_is_not_valid_unicode(tiny_model, field):
 def test_skip_unusable_poses(tiny_model, lexicon_paths, tmp_path):
     bad = tmp_path / "bad.pose"
     bad.write_bytes(b"not a pose")
-    emb, skipped = tiny_model.encode_pose([lexicon_paths[0], str(bad), lexicon_paths[1]], errors="skip")
-    assert emb.shape == (2, tiny_model.cfg.embed_dim) and list(skipped) == [1] and str(bad) in skipped[1]
-    np.testing.assert_allclose(emb, tiny_model.encode_pose(lexicon_paths[:2]), atol=1e-6)
+    usable = tiny_model.encode_usable_poses([lexicon_paths[0], str(bad), lexicon_paths[1]])
+    assert usable.embeddings.shape == (2, tiny_model.cfg.embed_dim) and usable.kept == [0, 2]
+    assert list(usable.skipped) == [1] and str(bad) in usable.skipped[1]
+    np.testing.assert_allclose(usable.embeddings, tiny_model.encode_pose(lexicon_paths[:2]), atol=1e-6)
+    with pytest.raises(PoseInputError, match="bad.pose"):  # encode_pose returns an array or raises
+        tiny_model.encode_pose([lexicon_paths[0], str(bad)])
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_a_pose_at_any_scale_is_the_same_pose(tiny_model, lexicon_paths, make_pose, scale):
+    """A pose scaled by 1e20 was refused with "shoulder width is zero": its width overflowed float32."""
+    path = make_pose(lexicon_paths[0], lambda data, conf: (data * np.float32(scale), conf))
+    np.testing.assert_allclose(tiny_model.preprocess_pose(path), tiny_model.preprocess_pose(lexicon_paths[0]),
+                               atol=1e-5)
+
+
+def test_shoulders_at_one_point(tiny_model, lexicon_paths, make_pose):
+    from signclip.pose.preprocess import SHOULDERS, header_indices
+
+    left, right = header_indices(read_pose(lexicon_paths[0]), SHOULDERS)
+
+    def same_shoulders(data, conf):
+        data[:, :, right] = data[:, :, left]
+        return data, conf
+
+    path = make_pose(lexicon_paths[0], same_shoulders)
+    assert "the shoulders coincide (0 apart" in expect(PoseInputError, path, tiny_model.preprocess_pose, path)

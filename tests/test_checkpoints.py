@@ -2,6 +2,7 @@
 previous, nothing is unpickled, a second trainer is refused, a SIGKILL never costs more than one save."""
 from __future__ import annotations
 
+import fractions
 import json
 import os
 import signal
@@ -18,9 +19,7 @@ from signclip.config import TrainConfig
 from signclip.data.splits import split_dataset
 from signclip.errors import DamagedFileError, RunLockedError
 from signclip.training import prepare_splits, train
-from signclip.training.checkpoints import load_checkpoint
-
-pytestmark = pytest.mark.slow  # every test trains
+from signclip.training.checkpoints import load_checkpoint, load_trainer_state
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +51,22 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.parametrize("payload", [Payload, fractions.Fraction])
+def test_a_refused_trainer_state_does_not_advise_the_unsafe_load(tmp_path, payload):
+    """torch's message says to reload with weights_only=False, which would run the pickled code: the message
+    names what was refused and nothing else."""
+    marker = tmp_path / "pwned"
+    torch.save({"step": payload(marker) if payload is Payload else payload(1, 3)}, tmp_path / "trainer_state.pt")
+    with pytest.raises(DamagedFileError) as e:
+        load_trainer_state(tmp_path / "trainer_state.pt", torch.device("cpu"))
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / 'trainer_state.pt'}: refused: it pickles "), message
+    assert ("io.open" if payload is Payload else "fractions.Fraction") in message
+    assert "weights_only" not in message and "trust" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.slow  # trains
 def test_damaged_checkpoints_fall_back_or_fail_in_one_line(splits, tmp_path):
     out = tmp_path / "run"
     run(splits, out)
@@ -73,6 +88,7 @@ def test_damaged_checkpoints_fall_back_or_fail_in_one_line(splits, tmp_path):
     assert "\n" not in str(e.value) and "trainer_state.pt" in str(e.value)
 
 
+@pytest.mark.slow  # trains
 def test_a_missing_last_checkpoint_resumes_from_the_previous_one(splits, tmp_path):
     """A crash between the two renames of the checkpoint swap leaves `previous` and no `last`."""
     out = tmp_path / "run"
@@ -84,6 +100,7 @@ def test_a_missing_last_checkpoint_resumes_from_the_previous_one(splits, tmp_pat
         assert run(splits, out, resume=True)["steps"] == 4
 
 
+@pytest.mark.slow  # trains
 def test_a_log_without_checkpoint_is_kept(splits, tmp_path):
     out = tmp_path / "run"
     run(splits, out)
@@ -95,6 +112,7 @@ def test_a_log_without_checkpoint_is_kept(splits, tmp_path):
     assert len((out / "log.jsonl.old").read_text().splitlines()) == 4
 
 
+@pytest.mark.slow  # trains
 def test_a_second_trainer_on_the_same_folder_is_refused(splits, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -115,6 +133,7 @@ with FileLock({str(out / 'train.lock')!r}):
     assert run(splits, out)["steps"] == 4  # free again
 
 
+@pytest.mark.slow  # trains
 def test_sigkill_during_training_costs_at_most_one_save(lexicon, tmp_path):
     """`signclip train` killed with SIGKILL at staggered moments, then resumed each time: it always
     continues from a checkpoint (never from step 0), and the finished log has every step once."""

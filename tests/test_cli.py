@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from signclip.cli import app
 
+from serve_utils import untrained_model_dir
+
 runner = CliRunner()
 
 
@@ -54,7 +56,20 @@ def test_eval(cli_run):
     invoke("eval", run / "best", run / "splits.csv", "--split", "test", "--out", out)
     metrics = json.loads(out.read_text())
     assert {"pose_to_text/R@1", "pose_to_text/MedianR", "text_to_pose/P@5"} <= set(metrics)
-    assert 0 <= metrics["pose_to_text/R@1"] <= 1
+    assert metrics == pytest.approx(direct_metrics(run / "best", run / "splits.csv"))
+
+
+def direct_metrics(model_dir, splits_csv, split="test") -> dict:
+    """The retrieval metrics of a split computed in Python, without the CLI."""
+    import signclip
+    from signclip.data.arrays import load_split, table_prompts
+    from signclip.data.manifests import load_manifest
+    from signclip.eval.retrieval import evaluate_split
+
+    model, df = signclip.load(model_dir), load_manifest(splits_csv)
+    data = load_split(df[df["split"] == split], model.cfg.pose, progress=False)
+    data.prompts = table_prompts(model, data.df)
+    return evaluate_split(model, data)
 
 
 def test_embed_poses_npy_and_parquet(cli_run):
@@ -111,6 +126,42 @@ def test_user_errors_are_one_line(cli_run, tmp_path, lexicon_paths):
     assert isinstance(debug.exception, FileNotFoundError)  # the traceback is there with --debug
 
 
+@pytest.fixture(scope="module")
+def ready_model(tmp_path_factory, lexicon):
+    """A saved tiny model, untrained (for commands that must fail before they use it)."""
+    return untrained_model_dir(tmp_path_factory.mktemp("ready") / "model", lexicon)
+
+
+def failing(*args, status=2):
+    """Run a command that must fail: its last line is ``error: ...``, the others are progress bars or one-line
+    ``warning: ...`` (never Python's warning format with a source line, never a traceback)."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == status, result.output + repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Warning:" not in result.output, result.output
+    assert "Traceback" not in result.output and not any(line.startswith("  ") for line in lines), result.output
+    return result.output, lines[-1]
+
+
+def test_error_messages_name_the_cause(ready_model, tmp_path, lexicon):
+    """These said "texts: empty list", "give --data" (it was given), printed a UserWarning with a source line, or
+    announced "serving ..." before failing."""
+    rows = lexicon.head(10)[["path", "text", "spoken_language", "signed_language"]]
+    gone = rows.assign(path=[f"gone{i}.pose" for i in range(10)])
+    gone.to_csv(tmp_path / "gone.csv", index=False)
+    rows.assign(split="train").to_csv(tmp_path / "train_only.csv", index=False)
+    output, error = failing("eval", ready_model, tmp_path / "gone.csv")
+    assert "split 'test'): none of its 2 pose(s) is usable, e.g." in error and "no such pose file" in error
+    assert "warning: skipped 2 unusable pose(s)" in output
+    _, error = failing("eval", ready_model, tmp_path / "train_only.csv")
+    assert "train_only.csv: no rows in split 'test' (it has train 9, validation 1)" in error
+    _, error = failing("index", "build", ready_model, tmp_path / "index", "--data", tmp_path / "gone.csv")
+    assert "gone.csv: none of its 10 pose(s) is usable, e.g." in error and "gone" in error
+    output, error = failing("train", tmp_path / "gone.csv", "-o", tmp_path / "run", "--epochs", 1)
+    assert "need at least 2 training poses" in error and "warning: skipped 7 unusable pose(s)" in output
+    assert one_line_error("serve", tmp_path / "no-such-model").endswith("not a saved signclip model (no config.json)")
+
+
 def write_json(path, value):
     path.write_text(json.dumps(value))
     return path
@@ -140,7 +191,9 @@ def test_relative_manifest_paths_work_from_any_directory(cli_run, tmp_path, monk
            "--batch-size", 8)
     monkeypatch.chdir(tmp_path)
     invoke("eval", "project/run/best", "project/run/splits.csv", "-o", tmp_path / "metrics.json")
-    assert json.loads((tmp_path / "metrics.json").read_text())["pose_to_text/R@1"] >= 0
+    run = tmp_path / "project" / "run"  # the same poses as evaluated from the project's folder
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(
+        direct_metrics(run / "best", run / "splits.csv"))
     invoke("train", "project/data/manifest.csv", "-o", "project/run", "--model", tmp / "model.json", "--epochs", 2,
            "--batch-size", 8)  # resumes from another directory
     assert pd.read_csv(tmp_path / "project" / "run" / "log.csv")["step"].tolist() == [1, 2, 3, 4]
@@ -154,3 +207,14 @@ def test_config_file_values_are_used(cli_run, tmp_path):
     cfg = json.loads((tmp_path / "r" / "train_config.json").read_text())
     assert cfg["steps"] == 2 and cfg["batch_size"] == 4 and cfg["min_steps"] == 0
     assert pd.read_csv(tmp_path / "r" / "log.csv")["step"].max() == 2
+
+
+def test_options_the_recipe_or_the_config_own_default_to_none():
+    """`quickstart` passed epochs=60 and seed=42 over recipes/quickstart.json (editing the recipe changed
+    nothing); `shards` repeated TrainConfig's split fractions and seed. Unset, they come from there."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for name, owned in (("quickstart", {"epochs", "seed"}), ("shards", {"seed", "val_fraction", "test_fraction"})):
+        defaults = {p.name: p.default for p in commands[name].params}
+        assert {k: defaults[k] for k in owned} == dict.fromkeys(owned), name

@@ -152,3 +152,21 @@ def test_torchrun_embed_shards_merges_in_input_order(lexicon, global_batch, tmp_
     assert df["index"].tolist() == list(range(20)) and not (tmp_path / "emb.parquet.parts").exists()
     arrays = [a for _, a, _ in ShardSplit(tmp_path / "shards", None).rows()]
     np.testing.assert_allclose(np.stack(df["embedding"]), model.encode_pose(arrays), atol=1e-5)
+
+
+def test_torchrun_cli_finetune_checkpoints_and_resumes(lexicon, tmp_path):
+    """`signclip finetune` under torchrun: a task model trained data-parallel, checkpointed and resumed."""
+    from signclip.config import get_model_config
+    from signclip.data.compose import compose_dataset, spelled_words
+
+    clips = lexicon[lexicon["signed_language"] == "ase"]
+    compose_dataset(clips, spelled_words(clips, 20, max_letters=4, seed=2), tmp_path / "words", progress=False)
+    (tmp_path / "model.json").write_text(json.dumps(get_model_config("tiny", pose_layers=1).to_dict()))
+    common = ["finetune", "cslr", "words", "-o", "run", "--model", "model.json", "--batch-size", "4", "--device", "cpu"]
+    _torchrun(*common, "--steps", "2", cwd=tmp_path)
+    run = tmp_path / "run"
+    state = torch.load(run / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 2 and state["world_size"] == 2
+    _torchrun(*common, "--steps", "4", cwd=tmp_path)
+    assert [json.loads(r)["step"] for r in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert (run / "best" / "task.json").exists()

@@ -39,3 +39,32 @@ def test_recover_dir_after_a_crash_between_the_two_renames(tmp_path):
         (tmp / "w").write_text("1")
     os.replace(folder, old_version(folder))  # the crash: the old version moved aside, the new one not yet in
     assert (recover_dir(folder) / "w").read_text() == "1"
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    """A writer killed with SIGKILL leaves its temporary (a 204 MB `checkpoints/.last.tmp-<pid>` survived a
+    successful resume): the next write into the folder deletes it; running writers' and other machines' stay."""
+    import signal
+    import subprocess
+    import sys
+
+    from signclip.files import HOST, temporary_path
+
+    last, index = tmp_path / "last", tmp_path / "index.json"
+    code = ("import os, signal, sys; from pathlib import Path; from signclip.files import atomic_file, replacing_dir\n"
+            "with replacing_dir(Path(sys.argv[1])) as tmp, atomic_file(Path(sys.argv[2])) as f:\n"
+            "    (tmp / 'weights').write_bytes(b'0' * 1000); f.write_text('{')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code, str(last), str(index)], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    pid = next(tmp_path.glob(".last.tmp-*")).name.rsplit("-", 1)[1]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [f".index.json.tmp-{HOST}-{pid}", f".last.tmp-{HOST}-{pid}"]
+    running = temporary_path(tmp_path / "other")  # this process: a writer that is still running
+    older = tmp_path / f".x.tmp-{pid}"  # the name before the host was in it
+    elsewhere = tmp_path / f".y.tmp-another-host-{pid}"
+    for path in (running, older, elsewhere):
+        path.write_text("")
+    with replacing_dir(last) as tmp:
+        (tmp / "weights").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["last", running.name, elsewhere.name])

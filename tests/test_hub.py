@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 import signclip
 from signclip.cli import app
-from signclip.models.hub import HubModelError, find_run_dir, model_card, parse_hub_id
+from signclip.eval.model_card import find_run_dir, model_card
+from signclip.models.hub import HubModelError, parse_hub_id
 
 from serve_utils import untrained_model_dir
 
@@ -275,7 +276,7 @@ def test_cli_push_of_a_run_model(fake_hub, run_dir, local_model, tmp_path):
 
 
 def test_model_push_to_hub(fake_hub, local_model, lexicon_paths):
-    url = local_model.push_to_hub("org/other")
+    url = signclip.push_to_hub(local_model, "org/other")
     assert url == "https://huggingface.co/org/other"
     assert [c for c, _ in fake_hub] == ["create_repo", "upload_folder"]  # no branch: main
     repo, upload = fake_hub[0][1], fake_hub[1][1]

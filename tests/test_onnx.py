@@ -123,3 +123,50 @@ def test_int8_partwise_batches_of_mixed_lengths(tmp_path, lexicon, lexicon_paths
     int8 = OnnxSignCLIP(tmp_path, int8=True).encode_arrays(arrays, batch_size=16)
     assert cosines(fp32, model.encode_arrays(arrays, 16)).min() >= 0.999
     assert cosines(int8, fp32).min() >= 0.99
+
+
+def test_frame_patches_export(tmp_path, lexicon_paths):
+    """A tower with frame patches (tiny-long) exports with dynamic lengths: poses of lengths that are and are
+    not multiples of the patch, a long one among short ones in one batch, match torch."""
+    import signclip
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    model = signclip.create_model("tiny-long", pose_layers=1).eval()
+    model.fit_preprocessing([model.preprocess_pose(p) for p in lexicon_paths[::4]])
+    export_onnx(model, tmp_path)
+    arrays = [model.preprocess_pose(p) for p in lexicon_paths[::6]]
+    arrays += [arrays[0][:1], arrays[1][:6], np.concatenate(arrays * 40)[:1001]]
+    onnx = OnnxSignCLIP(tmp_path)
+    assert cosines(onnx.encode_arrays(arrays, batch_size=len(arrays)), model.encode_arrays(arrays)).min() >= 0.999
+
+
+def test_runtime_has_the_user_api_of_the_torch_model(exported, lexicon_paths, tmp_path):
+    """OnnxSignCLIP repeated SignCLIP's prompts, preprocessing and single-input handling, and lacked normalize,
+    progress and skipping unusable poses: both are one torch-free PoseTextEncoder now."""
+    import shutil
+
+    from signclip.export.runtime import OnnxSignCLIP
+    from signclip.models.encoder import PoseTextEncoder
+
+    model_dir, out = exported
+    model, m = load(model_dir), OnnxSignCLIP(out)
+    assert isinstance(model, PoseTextEncoder) and isinstance(m, PoseTextEncoder)
+    paths = lexicon_paths[:3]
+    raw = {"pose": (m.encode_pose(paths, normalize=False, progress=False), model.encode_pose(paths, normalize=False)),
+           "text": (m.encode_text(TEXTS, "en", "ase", normalize=False),
+                    model.encode_text(TEXTS, "en", "ase", normalize=False))}
+    for ours, theirs in raw.values():
+        assert cosines(ours, theirs).min() >= 0.999
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), np.linalg.norm(theirs, axis=1), rtol=1e-3)
+        assert np.linalg.norm(ours, axis=1).std() > 1e-3  # raw vectors, not unit ones
+    (tmp_path / "bad.pose").write_bytes(b"not a pose")
+    usable = m.encode_usable_poses([paths[0], str(tmp_path / "bad.pose"), paths[1]])
+    assert usable.kept == [0, 2] and "bad.pose" in usable.skipped[1]
+    np.testing.assert_allclose(usable.embeddings, m.encode_pose([paths[0], paths[1]]), atol=1e-6)
+    assert m.encode_pose(paths[0]).shape == (m.embed_dim,) and m.encode_text("A").shape == (m.embed_dim,)
+    old = shutil.copytree(out, tmp_path / "old")  # an export of format 1 normalised inside its graphs
+    spec = json.loads((old / "signclip_onnx.json").read_text())
+    (old / "signclip_onnx.json").write_text(json.dumps({**spec, "format": "signclip-onnx/1", "normalized": True}))
+    with pytest.raises(ValueError, match="normalised embeddings only"):
+        OnnxSignCLIP(old).encode_text("A", normalize=False)

@@ -148,6 +148,29 @@ def test_missing_points_become_nan_then_zero(right_handed, make_pose, tiny_model
     assert np.isfinite(emb).all()
 
 
+def test_negative_confidence_is_missing_unless_zero_only(right_handed, make_pose):
+    """signclip's own rule drops points of confidence <= 0; the reference's (pose-format's) only those of 0."""
+    layout = get_layout("reduce_holistic")
+    pose = read_pose(right_handed)
+    left, right = (header_slice(pose, BODY).start + i for i in (13, 14))  # the elbows
+
+    def lower(d, c):
+        c[3:, :, [left, right]] = -0.01  # MediaPipe's visibility of arms leaving the frame
+        c[2, :, left] = 0
+        return d, c
+
+    path = make_pose(right_handed, lower)
+    elbows = [layout.index(BODY, "LEFT_ELBOW"), layout.index(BODY, "RIGHT_ELBOW")]
+    own = preprocess(path, PoseConfig())
+    assert np.isnan(own[3:, elbows]).all() and np.isnan(own[2, elbows[0]]).all()
+    assert np.isfinite(own[:2, elbows]).all()
+    reference = preprocess(path, PoseConfig(missing_confidence="zero"))
+    assert np.isnan(reference[2, elbows[0]]).all()
+    np.testing.assert_array_equal(reference[3:, elbows], preprocess(right_handed, PoseConfig())[3:, elbows])
+    with pytest.raises(ValueError, match="pose.missing_confidence: 'below'"):
+        PoseConfig(missing_confidence="below")
+
+
 def test_fps_resampling(lexicon_paths, make_pose):
     src = lexicon_paths[2]
     frames = read_pose(src).body.data.shape[0]
@@ -231,3 +254,25 @@ def test_low_frame_rate_is_capped_before_resampling(lexicon_paths, make_pose):
     x = preprocess(make_pose(src, fps=1.0), cfg)
     assert x.shape[0] == 64
     np.testing.assert_allclose(x, resample_frames(preprocess(src, PoseConfig(max_frames=10_000)), 64), atol=1e-6)
+
+
+def test_a_long_pose_costs_memory_of_its_file_not_of_its_frames_times_the_layout(lexicon_paths):
+    """Every frame of a long upload was expanded to the layout's 178 points before resampling: 7x the file at
+    peak (a 36.8 MB, 100,000-frame upload raised the server by 0.5 GB). Only the frames resampling reads are
+    expanded now, and the result is the same as resampling the whole pose."""
+    import tracemalloc
+
+    from serve_utils import long_pose
+
+    data = long_pose(lexicon_paths[0], 10_000)  # body and hands only: 75 points a frame in the file
+    cfg = PoseConfig(max_frames=64)
+    tracemalloc.start()
+    try:
+        x = preprocess(data, cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (64, 178, 3)
+    assert peak < 2.5 * len(data), (peak, len(data))
+    whole = preprocess(data, PoseConfig(max_frames=10_000))
+    np.testing.assert_allclose(x, resample_frames(whole, 64), atol=1e-6)

@@ -343,9 +343,27 @@ def test_prepare_command_spreadthesign_languages(tmp_path, lexicon_paths):
     assert load_manifest(tmp_path / "m.csv")["signed_language"].tolist() == ["ase"]
 
 
+def test_known_glosses_leave_out_unknown_test_rows(asl_citizen, tmp_path):
+    """The paper's third clean-up: a test row whose cleaned gloss the pre-training vocabulary lacks is left out."""
+    root, poses = asl_citizen
+    (tmp_path / "vocab.txt").write_text("HOUSE1\n#back\n\n")  # cleaned like the glosses: house, back
+    out = tmp_path / "m.csv"
+    result = run("asl-citizen", root, "--poses", poses, "-o", out, "--known-glosses", tmp_path / "vocab.txt")
+    assert result.exit_code == 0, result.output
+    assert "--known-glosses: left out 1 of 1 test rows whose gloss is not among the 2 of" in result.output
+    assert "wrote 4 rows" in result.output and "test" not in set(load_manifest(out)["split"])
+    pd.DataFrame({"path": ["x.pose"], "text": ["Tree2"]}).to_csv(tmp_path / "pretraining.csv", index=False)
+    result = run("asl-citizen", root, "--poses", poses, "-o", out, "--known-glosses", tmp_path / "pretraining.csv")
+    assert "left out 0 of 1 test rows" in result.output and "wrote 5 rows" in result.output
+    (tmp_path / "empty.txt").write_text("\n")
+    for vocab, message in (("none.txt", "known glosses"), ("empty.txt", "no gloss in the file")):
+        result = run("asl-citizen", root, "-o", tmp_path / "e.csv", "--known-glosses", tmp_path / vocab)
+        assert result.exit_code == 2 and message in result.output and not (tmp_path / "e.csv").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["wlasl2000", "."], "unknown dataset 'wlasl2000'; choose one of asl-citizen, sem-lex, wlasl, how2sign, "
-                         "spreadthesign, kaggle"),
+                         "phoenix-2014t, csl-daily, spreadthesign, kaggle"),
     (["sem-lex", "no-such-folder"], "no-such-folder: no such folder"),
     (["wlasl", "."], "not the WLASL layout: no WLASL_v0.3.json"),
     (["spreadthesign", ".", "--language", "en.us"], "--language 'en.us': expected FOLDER=CODE"),

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 import signclip
 from signclip.cli import app
 from signclip.errors import CheckpointError
+from signclip.eval.model_card import model_card
 from signclip.models.convert import load_reference_weights, reference_config, reference_model
-from signclip.models.hub import model_card
+from signclip.pose.io import read_pose
 from signclip.pose.layout import get_layout
 
 from reference_utils import (
@@ -45,12 +46,18 @@ PROMPTS = ["A", "house", "how are you?", "", "word " * 80]  # with "<en> <ase> "
 
 
 # ---- fixtures -----------------------------------------------------------------------------------------------
+NEGATIVE_CONFIDENCE = "fs-stsc004c81c6a4651fc5cc69151f3c30576.pose"  # gss: from frame 11, left-arm points below 0
+
+
 @pytest.fixture(scope="module")
 def pose_paths(lexicon):
     """Eight lexicon poses of different sign languages and lengths (6 to 31 frames): most without a left hand,
-    two missing the right hand in some frames."""
+    two missing the right hand in some frames; and one of 105 frames whose left-arm points have slightly
+    negative confidence (MediaPipe's visibility as the arm leaves the frame), which the reference keeps."""
     rows = lexicon.drop_duplicates("signed_language").iloc[:8]
-    return rows["path"].tolist()
+    negative = lexicon[lexicon["path"].str.endswith(NEGATIVE_CONFIDENCE)]
+    assert len(negative) == 1
+    return rows["path"].tolist() + negative["path"].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +89,10 @@ def test_converted_pose_embeddings_match_the_reference(e72, e72_model, pose_path
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     unit = e72_model.encode_pose(pose_paths)  # the default: L2-normalised, same direction
     np.testing.assert_allclose(unit, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-4)
-    # the features: signclip's preprocessing (NaN = missing) -> the reference's (missing and legs 0)
-    for p in pose_paths[:3]:
+    # the features: signclip's preprocessing (NaN = missing) -> the reference's (missing and legs 0); the last
+    # pose's negative confidences are kept as the reference keeps them
+    assert (read_pose(pose_paths[-1]).body.confidence[11:, 0, :33] < 0).any()
+    for p in pose_paths[:3] + pose_paths[-1:]:
         x = torch.from_numpy(e72_model.preprocess_pose(p).reshape(-1, 609))
         np.testing.assert_allclose(e72_model.pose.standardize(x[None])[0].numpy(), reference_features_e72(p).numpy(),
                                    atol=1e-5)
@@ -265,7 +274,7 @@ def test_malicious_pickle_is_refused_not_executed(tmp_path, e72):
     ckpt["extra_state"]["payload"] = Payload(marker)
     torch.save(ckpt, tmp_path / "evil.pt")
     msg = expect_error("refused", tmp_path / "evil.pt", tmp_path / "o", tokenizer=e72["hf"], variant="reference")
-    assert msg.startswith(str(tmp_path / "evil.pt")) and "system" in msg
+    assert msg.startswith(str(tmp_path / "evil.pt")) and "system" in msg and "weights_only" not in msg
     assert not marker.exists() and not (tmp_path / "o").exists()
     with pytest.raises(CheckpointError, match="refused"):
         load_reference_weights(tmp_path / "evil.pt")

@@ -22,6 +22,7 @@ from serve_utils import (
 )
 
 MAX_UPLOAD = 16 * 1024 * 1024
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000  # once a RecursionError in the JSON parser: a 500
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,7 @@ BAD = {
     "oversize upload": lambda p: ("multipart", b"\0" * (MAX_UPLOAD + 1), 413, "exceeds the limit"),
     "bad base64": lambda p: ("json", {"pose": ["not base64!"]}, 422, "base64"),
     "bad json": lambda p: ("application/json", b"{nope", 400, "JSON"),
+    "deeply nested json": lambda p: ("application/json", DEEP_JSON, 400, "nested too deeply"),
     "no pose": lambda p: ("json", {}, 422, "no pose"),
     "keypoints wrong shape": lambda p: ("json", {"keypoints": [[[1.0, 2.0]]]}, 422, "keypoints[0]"),
     "frame rate 0.001": lambda p: ("multipart", pose_with_fps(p, 0.001), 422, "frame rate"),
@@ -205,6 +207,21 @@ def test_ten_thousand_frames_are_resampled(client, server, lexicon_paths):
     assert_good(client, lexicon_paths[1])
 
 
+def test_deeply_nested_json_is_a_400_on_every_route(client):
+    for route in ("/api/embed/text", "/api/search", "/api/pose/keypoints"):
+        r = client.post(route, content=DEEP_JSON, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], r.text
+    assert client.post("/api/embed/text", json={"text": ["A"]}).status_code == 200
+
+
+def test_pose_scaled_by_1e20_embeds_as_the_original(client, server, lexicon_paths, make_pose):
+    """Its shoulder width overflowed float32 and it was refused with "shoulder width is zero"."""
+    scaled = make_pose(lexicon_paths[0], lambda data, conf: (data * np.float32(1e20), conf))
+    r = client.post("/api/embed/pose", files={"file": ("big.pose", open(scaled, "rb").read())})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["embedding"], server[1].encode_pose([lexicon_paths[0]]), atol=1e-4)
+
+
 @pytest.mark.parametrize("body,status,message", [
     ({"text": []}, 422, "no text"),
     ({"text": [""]}, 422, "empty text"),
@@ -230,14 +247,17 @@ def test_bad_search_input(client, lexicon_paths):
     assert client.post("/api/search", json={"text": "A"}).status_code == 200
 
 
+GUARDED_BUDGET = 1024 * 1024  # bytes of requests in flight
+
+
 @pytest.fixture(scope="module")
 def guarded(model_dir):
-    """A second server with an API key, a CORS origin and short timeouts."""
+    """A second server with an API key, a CORS origin, short timeouts, a short queue and a small memory budget."""
     from signclip.models.signclip import load
     from signclip.serve import ServerThread, ServeSettings, create_app
 
     settings = ServeSettings(api_key="s3cret", cors_origins=("https://example.org",), read_timeout_s=1.0,
-                             header_timeout_s=1.0)
+                             header_timeout_s=1.0, max_queue=4, memory_budget_bytes=GUARDED_BUDGET)
     app = create_app(load(model_dir), None, settings)
     app.add_api_route("/api/boom", lambda: 1 / len("/etc/secret-path"[:0]))  # an internal error (ZeroDivision)
     with ServerThread(app) as url:
@@ -288,6 +308,100 @@ def test_trickled_body_gets_408_and_silent_connections_are_closed(guarded):
         start = time.time()
         assert s.recv(4096) == b"" and time.time() - start < 5  # closed after the 1 s header timeout
     assert httpx.get(guarded + "/api/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("request_line,headers,status", [
+    (b"POST /api/health", b"", 405),  # health is GET only
+    (b"POST /api/nope", b"X-API-Key: s3cret\r\n", 404),
+    (b"POST /api/embed/text", b"", 401),  # no API key: refused before the body is read
+])
+def test_a_body_the_route_never_reads_does_not_hold_the_connection(guarded, request_line, headers, status):
+    """The answer came, but a body trickled a byte at a time once kept the connection open for ever (neither
+    the header nor the read timeout applied); now it is closed within the header timeout (1 s here)."""
+    import socket
+    import time
+
+    host, port = guarded.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request_line + b" HTTP/1.1\r\nHost: x\r\n" + headers
+                  + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        assert s.recv(4096).startswith(b"HTTP/1.1 %d" % status)
+        s.settimeout(0.2)
+        start, closed = time.time(), None
+        while closed is None and time.time() - start < 8:
+            try:
+                s.sendall(b" ")
+                closed = time.time() - start if s.recv(4096) == b"" else None
+            except socket.timeout:
+                continue
+            except OSError:  # reset by the server
+                closed = time.time() - start
+        assert closed is not None and closed < 4, closed
+    assert httpx.get(guarded + "/api/health", timeout=10).status_code == 200
+
+
+def test_full_queue_is_a_503_and_the_server_keeps_serving(guarded):
+    key = {"X-API-Key": "s3cret"}
+    with httpx.Client(base_url=guarded, timeout=30, headers=key) as c:
+        r = c.post("/api/embed/text", json={"text": ["A", "B", "C", "D", "E"]})  # 5 texts, a queue of 4
+        assert r.status_code == 503 and r.json()["error"] == "Busy" and "limit of 4" in r.json()["detail"], r.text
+        assert c.post("/api/embed/text", json={"text": ["A", "B", "C", "D"]}).status_code == 200
+
+
+def test_requests_beyond_the_memory_budget_wait_for_it(guarded):
+    """A request whose body (8 bytes held per body byte) does not fit beside those in flight waits until one
+    of them is answered, instead of raising the server's memory with every upload at once."""
+    import socket
+    import time
+
+    from signclip.serve.budget import BYTES_PER_BODY_BYTE
+
+    host, port = guarded.removeprefix("http://").split(":")
+    holder = int(0.8 * GUARDED_BUDGET / BYTES_PER_BODY_BYTE)  # declared, never sent: held until its 408
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /api/embed/text HTTP/1.1\r\nHost: x\r\nX-API-Key: s3cret\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n{" % holder)
+        time.sleep(0.3)
+        start = time.time()
+        text = "A " * int(0.3 * GUARDED_BUDGET / BYTES_PER_BODY_BYTE / 2)  # 30 % of the budget: does not fit
+        r = httpx.post(guarded + "/api/embed/text", json={"text": [text]}, headers={"X-API-Key": "s3cret"},
+                       timeout=30)
+        waited = time.time() - start
+        assert r.status_code == 200, r.text
+        assert s.recv(4096).startswith(b"HTTP/1.1 408")  # the holder's body never came
+    assert 0.4 < waited < 3, waited  # it ran once the holder's share came back (read timeout 1 s)
+
+
+def test_memory_budget_waits_then_refuses():
+    """The budget on its own: a share that is not free by the deadline is refused (the server's 503)."""
+    import asyncio
+
+    from signclip.serve.budget import BudgetExhausted, MemoryBudget
+
+    async def scenario():
+        budget = MemoryBudget(800)
+        loop = asyncio.get_running_loop()
+        async with budget.reservation() as first:
+            await first.grow(80, loop.time() + 1)  # 640 of 800 bytes
+            async with budget.reservation() as second:
+                with pytest.raises(BudgetExhausted, match="memory budget"):
+                    await second.grow(30, loop.time() + 0.1)
+                assert budget.used == 640
+
+                async def later():
+                    async with budget.reservation() as third:
+                        await third.grow(30, loop.time() + 5)
+                        return budget.used
+
+                waiting = asyncio.ensure_future(later())
+                await asyncio.sleep(0.1)
+                assert not waiting.done()
+        assert await waiting == 240 and budget.used == 0
+        async with budget.reservation() as huge:  # larger than the whole budget: runs alone
+            await huge.grow(10**6, loop.time() + 1)
+            assert budget.used == 800
+
+    asyncio.run(scenario())
 
 
 def test_index_of_another_model_is_refused(model_dir):

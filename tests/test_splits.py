@@ -106,3 +106,20 @@ def test_a_complete_table_is_kept_as_it_is():
     assert out["split"].tolist() == df["split"].tolist() and set(out["split_origin"]) == {"manifest"}
     assert split_summary(out) == ["train: 40 rows (manifest)", "validation: 10 rows (manifest)",
                                   "test: 10 rows (manifest)"]
+
+
+def test_split_defaults_are_the_train_configs(lexicon):
+    """0.1 / 0.2 / 42 were written in four places (TrainConfig, both functions, `signclip shards`): the
+    functions now take what they are not given from TrainConfig."""
+    import inspect
+
+    from signclip.config import TrainConfig
+    from signclip.data.splits import split_dataset
+
+    cfg = TrainConfig()
+    df = lexicon.head(60)
+    pd.testing.assert_frame_equal(ensure_split(df), ensure_split(df, cfg.val_fraction, cfg.test_fraction, cfg.seed))
+    pd.testing.assert_frame_equal(split_dataset(df), split_dataset(df, cfg.val_fraction, cfg.test_fraction, cfg.seed))
+    for fn in (split_dataset, ensure_split):
+        params = inspect.signature(fn).parameters
+        assert all(params[name].default is None for name in ("val_fraction", "test_fraction", "seed"))

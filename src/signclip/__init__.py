@@ -12,10 +12,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SignCLIP": "signclip.models.signclip", "create_model": "signclip.models.signclip",
-    "load": "signclip.models.signclip", "ModelConfig": "signclip.config", "TrainConfig": "signclip.config",
+    "load": "signclip.tasks.model", "TaskModel": "signclip.tasks.model", "ModelConfig": "signclip.config",
+    "TrainConfig": "signclip.config",
     "get_model_config": "signclip.config", "list_models": "signclip.config",
     "convert_reference": "signclip.models.convert", "fit": "signclip.training",
-    "load_dataset": "signclip.data.manifests",
+    "load_dataset": "signclip.data.manifests", "push_to_hub": "signclip.export.hub",
     "PoseInputError": "signclip.errors", "TextInputError": "signclip.errors", "SignCLIPInputError": "signclip.errors",
 }
 __all__ = [*_EXPORTS, "__version__"]

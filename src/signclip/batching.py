@@ -5,6 +5,7 @@ Torch-free (torch is imported only by :func:`pad_poses`), so the ONNX runtime sh
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib.util import find_spec
 
 import numpy as np
 
@@ -36,12 +37,13 @@ def encode_by_length(lengths: Sequence[int], batch_size: int, encode: Callable[[
     """Encode N items in batches of similar length (longest first), results in input order.
 
     ``encode(idx)`` embeds the items at the (b,) indices ``idx`` -> (b, dim). Sorting keeps padding small;
-    the encoders are padding-correct, so the order never changes a result. The progress bar shows by
-    default when there are more than four batches. Returns (N, dim) float32."""
+    the encoders are padding-correct, so the order never changes a result. The progress bar (tqdm) shows by
+    default when there are more than four batches and tqdm is installed (the ONNX runtime does without it).
+    Returns (N, dim) float32."""
     order = np.argsort([-n for n in lengths], kind="stable")
     out = np.zeros((len(order), dim), dtype=np.float32)
     starts = range(0, len(order), batch_size)
-    show = progress if progress is not None else len(order) > 4 * batch_size
+    show = progress if progress is not None else len(order) > 4 * batch_size and find_spec("tqdm") is not None
     if show:
         from tqdm.auto import tqdm
 

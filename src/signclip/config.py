@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+MISSING_CONFIDENCE = ("zero_or_below", "zero")  # PoseConfig.missing_confidence
+
 
 @dataclass
 class PoseConfig:
@@ -25,6 +27,21 @@ class PoseConfig:
     max_frames: int = 256  # longer poses are uniformly resampled down to this many frames
     mirror_left_handed: bool = True  # a pose with a left hand but no right hand is mirrored
     require_hands: bool = True  # a pose with no hand in any frame is rejected
+    # which confidence marks a point missing: "zero_or_below" (also MediaPipe's slightly negative visibility
+    # of an arm leaving the frame) or "zero" (pose-format's mask, the reference SignCLIP's rule)
+    missing_confidence: str = "zero_or_below"
+    # the paper's E6: each body wrist moved to its hand's wrist where the hand is seen (pose-format's
+    # correct_wrists, before the shoulder normalisation)
+    correct_wrists: bool = False
+    # the paper's E6.2 / E8.1: the signer's appearance (first frame's body and face shape) replaced by
+    # pose-anonymization's mean appearance ("mean") or by the first frame of a given .pose file (its path);
+    # None: off
+    anonymize: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.missing_confidence not in MISSING_CONFIDENCE:
+            raise ValueError(f"pose.missing_confidence: {self.missing_confidence!r} is not one of "
+                             f"{', '.join(MISSING_CONFIDENCE)}")
 
 
 @dataclass
@@ -59,6 +76,10 @@ class ModelConfig:
     # instead of in one layer, where the few body coordinates drown among the face's (False in models
     # saved before this field)
     split_non_manual: bool = False
+    # global and partwise only: frames per transformer token. > 1 groups consecutive frames into patches (a
+    # strided temporal convolution, kernel = stride) so the transformer reads T / n tokens: long poses cost
+    # about linearly more, not quadratically; the learned positions then count tokens (ceil(max_frames / n))
+    pose_patch_frames: int = 1
     # reference pose encoder only: the reference pads every pose to this many frames, so its [SEP] token
     # has position max_video_len + 1 whatever the pose's length
     max_video_len: int = 256

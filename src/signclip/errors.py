@@ -1,4 +1,5 @@
 """Errors raised for bad user input; each names the file or field at fault."""
+import re
 
 
 class SignCLIPInputError(ValueError):
@@ -28,3 +29,10 @@ class UsageError(ValueError):
 
 class CheckpointError(ValueError):
     """A file that is not a checkpoint signclip can convert (named in the message), or one it refuses to read."""
+
+
+def refused_pickle(e: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` refused to unpickle ("it pickles posix.system"), without torch's
+    advice to load the file with ``weights_only=False``, which would run the code."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return f"it pickles {found.group(1)}" if found else "it pickles more than tensors"

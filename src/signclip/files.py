@@ -1,17 +1,23 @@
 """Crash-safe writes: a file or a folder appears complete, or not at all.
 
-Everything is written under a temporary name in the same folder, flushed to disk (fsync), then renamed
-over the target. A folder that is replaced keeps its previous version under ``.NAME.old`` until the new
-one is in place (or as a named fallback, e.g. ``checkpoints/previous``), and :func:`recover_dir` puts it
-back when a crash fell between the two renames.
+Everything is written under a temporary name in the same folder (``.NAME.tmp-HOST-PID``), flushed to disk
+(fsync), then renamed over the target. A folder that is replaced keeps its previous version under
+``.NAME.old`` until the new one is in place (or as a named fallback, e.g. ``checkpoints/previous``), and
+:func:`recover_dir` puts it back when a crash fell between the two renames. The temporaries a killed writer
+left are deleted by the next write into the same folder (:func:`remove_stale_temporaries`).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+HOST = re.sub(r"[^\w.-]", "_", socket.gethostname())
+TEMPORARY = re.compile(r"\..+\.tmp-(?:(?P<host>[\w.-]+)-)?(?P<pid>\d+)")  # HOST absent in older versions' names
 
 
 def fsync_dir(path: Path) -> None:
@@ -32,12 +38,44 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(root))
 
 
+def temporary_path(path: Path) -> Path:
+    """Where a write of ``path`` goes first: ``.NAME.tmp-HOST-PID`` beside it (the writer's machine and process)."""
+    return path.with_name(f".{path.name}.tmp-{HOST}-{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries in ``folder`` that writers on this machine left when they were killed (their
+    process is gone); those of running writers and of other machines stay. Returns what was deleted."""
+    removed = []
+    for entry in folder.glob(".*.tmp-*"):
+        found = TEMPORARY.fullmatch(entry.name)
+        if found and found["host"] in (None, HOST) and not process_alive(int(found["pid"])):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block has written it, it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path.parent)
+    tmp = temporary_path(path)
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -73,7 +111,8 @@ def replacing_dir(path: str | Path, keep_previous: Path | None = None) -> Iterat
     checkpoint). A crash leaves either the old folder or the new one (:func:`recover_dir`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path.parent)
+    tmp = temporary_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -5,17 +5,19 @@ Each module holds one group; heavy imports (torch, the model) happen inside the 
 
 Errors are one line on stderr: ``error: ...`` naming the file or field, exit status 2 for a user's
 mistake (bad input, a missing or damaged file, a locked run folder, a missing extra), 1 for anything
-unexpected. ``--debug`` (or ``SIGNCLIP_DEBUG=1``) shows the traceback instead.
+unexpected; warnings are one line too (``warning: ...``). ``--debug`` (or ``SIGNCLIP_DEBUG=1``) shows the
+traceback and Python's warnings instead.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import click
 import typer
 
-from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, training
+from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, tasks, training
 from signclip.errors import RunLockedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 DEBUG = {"on": False}
 # an optional dependency missing -> the extra that installs it
 EXTRAS = {"fastapi": "serve", "fastapi_offline": "serve", "uvicorn": "serve", "multipart": "serve",
-          "faiss": "index", "onnx": "export", "onnxruntime": "export", "mediapipe": "video"}
+          "faiss": "index", "onnx": "export", "onnxruntime": "export", "mediapipe": "video",
+          "jiwer": "tasks", "sacrebleu": "tasks", "rouge_score": "tasks"}
 USER_ERRORS = (ValueError, OSError, RunLockedError)  # SignCLIPInputError and DamagedFileError are ValueErrors
 
 
@@ -45,13 +48,22 @@ def error_message(e: BaseException) -> tuple[str, int]:
     return f"{type(e).__name__}: {text} (unexpected; run with --debug for the traceback)", 1
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as ``warning: ...`` on stderr, without the source line Python shows."""
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 def one_line_errors(command: Callable) -> Callable:
-    """Run a command; an exception becomes ``error: ...`` and an exit status unless ``--debug``."""
+    """Run a command; an exception becomes ``error: ...`` and an exit status, a warning ``warning: ...``,
+    unless ``--debug``."""
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            with warnings.catch_warnings():
+                if not DEBUG["on"]:
+                    warnings.showwarning = one_line_warning
+                return command(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit):
             raise
         except Exception as e:
             if DEBUG["on"]:
@@ -70,6 +82,8 @@ command("models", training.models_cmd)
 command("train", training.train_cmd)
 command("quickstart", training.quickstart_cmd)
 command("shards", training.shards_cmd)
+command("finetune", tasks.finetune_cmd)
+command("compose", tasks.compose_cmd)
 command("eval", evaluation.eval_cmd)
 command("embed", embedding.embed_cmd)
 command("pose", embedding.pose_cmd)

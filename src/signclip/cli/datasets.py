@@ -19,35 +19,61 @@ def language_map(values: list[str] | None) -> dict[str, str]:
 
 
 def prepare_cmd(
-    dataset: str = typer.Argument(..., help="asl-citizen, sem-lex, wlasl, how2sign, spreadthesign or kaggle"),
+    dataset: str = typer.Argument(..., help="asl-citizen, sem-lex, wlasl, how2sign, phoenix-2014t, csl-daily, "
+                                  "spreadthesign or kaggle"),
     root: Path = typer.Argument(..., help="the downloaded dataset, in the layout it is published in"),
     out: Path = typer.Option(..., "--out", "-o", help="the manifest CSV to write (paths relative to its folder)"),
     poses: Optional[Path] = typer.Option(None, "--poses", help="the .pose files that `signclip pose ROOT -o POSES` "
                                          "converted from ROOT's videos: list these instead of the videos"),
     clean_glosses: Optional[bool] = typer.Option(None, "--clean-glosses/--no-clean-glosses",
                                                  help="the paper's gloss clean-up (lower case, no variant number "
-                                                      "or #: HOUSE1 -> house); default: on, off for how2sign and "
-                                                      "spreadthesign (sentences, words)"),
-    spoken_language: str = typer.Option("en", "--spoken-language", "-s", help="spoken-language code of the texts"),
-    signed_language: str = typer.Option("ase", "--signed-language", "-l",
-                                        help="sign-language code (spreadthesign: the language folder's name)"),
+                                                      "or #: HOUSE1 -> house); default: on, off for how2sign, "
+                                                      "phoenix-2014t, csl-daily and spreadthesign (sentences, "
+                                                      "words)"),
+    spoken_language: Optional[str] = typer.Option(None, "--spoken-language", "-s",
+                                                  help="spoken-language code of the texts; default: the "
+                                                       "dataset's (en; phoenix-2014t de, csl-daily zh)"),
+    signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l",
+                                                  help="sign-language code; default: the dataset's (ase; "
+                                                       "phoenix-2014t gsg, csl-daily csl; spreadthesign: the "
+                                                       "language folder's name)"),
     language: Optional[list[str]] = typer.Option(None, "--language", help="spreadthesign: FOLDER=CODE, the "
                                                  "sign-language code of a language folder (repeatable)"),
+    known_glosses: Optional[Path] = typer.Option(None, "--known-glosses", help="leave out test rows whose cleaned "
+                                                 "gloss is not in this vocabulary (one gloss per line, or a "
+                                                 "manifest CSV such as the pre-training data's): the paper's "
+                                                 "third gloss clean-up"),
 ) -> None:
     """Write a manifest of a dataset of the paper (ASL Citizen, Sem-Lex, WLASL, How2Sign, Spreadthesign-style
-    folders, Kaggle ASL Signs) from its published layout: texts, splits and signers as the dataset gives them."""
-    from signclip.data.prepare import SENTENCE_DATASETS, dataset_name, prepare_dataset, write_manifest
+    folders, Kaggle ASL Signs) or of a sentence-level one with glosses (PHOENIX-2014-T, CSL-Daily) from its
+    published layout: texts, glosses, splits and signers as the dataset gives them."""
+    from signclip.data.prepare import (
+        SENTENCE_DATASETS,
+        dataset_name,
+        keep_known_glosses,
+        prepare_dataset,
+        read_vocabulary,
+        write_manifest,
+    )
     from signclip.pose.video import is_video_path
 
     name = dataset_name(dataset)
-    kwargs = {"poses": poses, "spoken_language": spoken_language}
+    kwargs = {"poses": poses}
+    if spoken_language:
+        kwargs["spoken_language"] = spoken_language
     if name == "spreadthesign":
         kwargs["languages"] = language_map(language)
-    else:
+    elif signed_language:
         kwargs["signed_language"] = signed_language
     if clean_glosses is not None:
         kwargs["clean_glosses"] = clean_glosses
+    vocabulary = read_vocabulary(known_glosses) if known_glosses is not None else None
     table = prepare_dataset(name, root, **kwargs)
+    if vocabulary is not None:
+        tests = int((table["split"] == "test").sum())
+        table, unknown = keep_known_glosses(table, vocabulary)
+        typer.echo(f"--known-glosses: left out {unknown} of {tests} test rows whose gloss is not among the "
+                   f"{len(vocabulary)} of {known_glosses}")
     write_manifest(table, out)
 
     splits = table["split"].value_counts().to_dict()
@@ -55,6 +81,7 @@ def prepare_cmd(
     signers = table["signer"].nunique()
     typer.echo(f"wrote {len(table)} rows to {out}: {split_text}; {table['text'].nunique()} texts"
                + (f", {signers} signers" if signers else "")
+               + (f", {table['glosses'].notna().sum()} gloss sequences" if "glosses" in table else "")
                + ("" if name in SENTENCE_DATASETS or "raw_text" not in table else " (glosses cleaned up)"))
     skipped = table.attrs.get("skipped", [])
     if skipped:

@@ -58,7 +58,8 @@ def embed_cmd(
             meta = pd.DataFrame({"path": paths})
         if not paths:
             raise UsageError("nothing to embed: give .pose files, folders, --manifest or --text")
-        emb, skipped = m.encode_pose(paths, batch_size=batch_size, progress=True, errors="skip")
+        usable = m.encode_usable_poses(paths, batch_size=batch_size, progress=True)
+        emb, skipped = usable.embeddings, usable.skipped
         if not len(emb):
             raise PoseInputError(f"nothing embedded: all {len(paths)} pose(s) are unusable, e.g. "
                                  f"{next(iter(skipped.values()))}")
@@ -72,21 +73,29 @@ def embed_cmd(
 
 
 def pose_cmd(
-    source: Path = typer.Argument(..., help="a video, or a folder searched recursively for videos"),
+    source: Path = typer.Argument(..., help="a video, or a folder searched recursively for videos (with "
+                                  "--anonymize also .pose files)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (mirrors the input folder), or a .pose file"),
     workers: int = typer.Option(max(1, min(2, os.cpu_count() or 1)), "--workers", "-w",
                                 help="worker processes (one video each)"),
     overwrite: bool = typer.Option(False, help="convert again even when the .pose file exists"),
+    anonymize: bool = typer.Option(False, "--anonymize", help="write anonymised poses: the signer's appearance "
+                                   "(body proportions, face shape) replaced by the mean one (the paper's E6.2); "
+                                   ".pose files are taken too"),
+    appearance: Optional[Path] = typer.Option(None, "--appearance", help="with --anonymize: the appearance to "
+                                              "give instead of the mean one (the first frame of this .pose file)"),
 ) -> None:
-    """Convert videos to .pose files (MediaPipe Holistic, fps kept); already converted videos are skipped."""
-    from signclip.errors import PoseInputError
+    """Convert videos to .pose files (MediaPipe Holistic, fps kept); already converted videos are skipped.
+    With --anonymize, videos and .pose files are written as anonymised .pose files."""
+    from signclip.pose.anonymize import MEAN, appearance_pose
     from signclip.pose.video import convert_videos
 
-    try:
-        summary = convert_videos(source, out, workers=workers, overwrite=overwrite)
-    except PoseInputError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    if appearance is not None and not anonymize:
+        raise UsageError("--appearance: give --anonymize too")
+    target = (str(appearance) if appearance is not None else MEAN) if anonymize else None
+    if target:
+        appearance_pose(target)  # a bad appearance file fails once, here
+    summary = convert_videos(source, out, workers=workers, overwrite=overwrite, anonymize=target)
     typer.echo(str(summary))
     if summary.failed:
         raise typer.Exit(1)

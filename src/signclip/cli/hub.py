@@ -43,7 +43,7 @@ def push_cmd(
                                                 "the card (repeatable)"),
 ) -> None:
     """Upload MODEL to the Hugging Face Hub as ORG/NAME, with a generated model card (README.md)."""
-    from signclip.models.hub import push_to_hub
+    from signclip.export.hub import push_to_hub
 
     url = push_to_hub(model, repo_id, private=private or None, revision=revision, commit_message=commit_message,
                       token=token, license=license, run_dir=run, metrics=metrics, datasets=dataset or ())

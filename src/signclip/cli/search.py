@@ -27,21 +27,20 @@ def _texts(texts: Optional[list[str]], vocab: Optional[Path]) -> list[str]:
 def _add_to_index(index, m, data: Optional[str], texts: list[str], texts_from_data: bool,
                   spoken_language: Optional[str], signed_language: Optional[str], batch_size: int) -> dict[str, int]:
     """Embed a dataset's poses and/or texts into ``index``; returns the number added per part."""
-    from signclip.data.arrays import load_arrays
+    from signclip.data.arrays import load_arrays, none_usable
     from signclip.data.manifests import load_dataset, optional_column
 
     added = {}
     if data:
         df = load_dataset(data)
-        arrays, kept, errors = load_arrays(df, m.cfg.pose)
-        if errors:
-            typer.echo(f"skipped {len(errors)} unusable pose(s), e.g. {errors[0]}", err=True)
-        if arrays:
-            emb = m.encode_arrays(arrays, batch_size, progress=True)  # (N, E)
-            meta = kept.drop(columns=[c for c in kept.columns if kept[c].isna().all()])
-            meta["frames"] = [a.shape[0] for a in arrays]
-            index.add("pose", emb, meta)
-            added["pose"] = len(emb)
+        arrays, kept, errors = load_arrays(df, m.cfg.pose)  # warns of the rows it skips
+        if not arrays:
+            raise none_usable(str(data), len(df), errors)
+        emb = m.encode_arrays(arrays, batch_size, progress=True)  # (N, E)
+        meta = kept.drop(columns=[c for c in kept.columns if kept[c].isna().all()])
+        meta["frames"] = [a.shape[0] for a in arrays]
+        index.add("pose", emb, meta)
+        added["pose"] = len(emb)
         if texts_from_data:
             triples = kept[["text", "spoken_language", "signed_language"]].drop_duplicates().reset_index(drop=True)
             prompts = m.prompts(triples["text"].tolist(), optional_column(triples, "spoken_language"),

@@ -19,6 +19,8 @@ def serve_cmd(
     max_wait_ms: float = typer.Option(5.0, help="how long a batch waits for more requests"),
     max_queue: int = typer.Option(4096, help="queued inputs per modality before answering 503"),
     max_upload_mb: float = typer.Option(50.0, help="largest request body (MB)"),
+    memory_budget_mb: float = typer.Option(1024.0, help="memory the requests in flight may hold together (MB; "
+                                                        "bodies and their parsing); beyond it they wait, then 503"),
     max_frames: Optional[int] = typer.Option(None, help="longer poses are resampled (default: the model's)"),
     max_video_seconds: float = typer.Option(20.0, help="longer uploaded videos are refused before decoding"),
     read_timeout: float = typer.Option(30.0, help="seconds a request body may take to arrive (else 408)"),
@@ -31,18 +33,20 @@ def serve_cmd(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
 ) -> None:
     """Serve MODEL over HTTP (FastAPI + uvicorn): /api/embed/text, /api/embed/pose, /api/search, web page at /."""
-    from signclip.serve import ServeSettings, serve
+    from signclip.serve import ServeSettings, build_server
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_frames=max_frames,
+    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             memory_budget_bytes=int(memory_budget_mb * 1024 * 1024), max_frames=max_frames,
                              batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              max_video_seconds=max_video_seconds, read_timeout_s=read_timeout,
                              header_timeout_s=header_timeout, api_key=api_key or None,
                              cors_origins=tuple(cors_origin or ()))
     local = model_dir(model)  # a hf-hub: id is downloaded (or found in the cache) before the server starts
+    server = build_server(local, str(index) if index else None, host, port, settings)  # bad model: error here
     typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)"
                + ("; API key required" if api_key else ""))
-    serve(local, str(index) if index else None, host, port, settings)
+    server.run()

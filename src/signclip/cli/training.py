@@ -13,12 +13,16 @@ from signclip.errors import UsageError
 
 
 def models_cmd() -> None:
-    """List the named model configs and training recipes."""
+    """List the named model configs, training recipes and task configs (`signclip finetune`)."""
     for name in list_model_configs():
         typer.echo(f"{name}: {json.dumps(get_model_config(name).to_dict())}")
     for name in list_recipes():
         recipe = get_recipe(name)
         typer.echo(f"recipe {name}: model {recipe.model} {recipe.model_overrides or ''} - {recipe.description}")
+    from signclip.tasks.config import get_task_config, list_task_configs
+
+    for name in list_task_configs():
+        typer.echo(f"task config {name}: {get_task_config(name).description}")
 
 
 def train_cmd(
@@ -63,8 +67,8 @@ def train_cmd(
     chosen = get_recipe(recipe or ("finetune" if init else "default"))
     base = json.loads(config.read_text()) if config else {}
     sources = data or ["lexicon"]
-    options = {"source_weights": parse_weights(source_weight) if source_weight else None, "epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
-               "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
+    options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
+               "source_weights": parse_weights(source_weight) if source_weight else None, "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
                "split_by": split_by, "refit_statistics": True if refit_stats else None}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
@@ -111,8 +115,9 @@ def parse_weights(items: list[str]) -> dict[str, float]:
 
 def quickstart_cmd(
     out: Path = typer.Option(Path("signclip-quickstart"), "--out", "-o"),
-    epochs: int = typer.Option(60, help="training epochs over the lexicon's training split"),
-    seed: int = 42,
+    epochs: Optional[int] = typer.Option(None, help="training epochs over the lexicon's training split (default: "
+                                                    "the quickstart recipe's)"),
+    seed: Optional[int] = typer.Option(None, help="split and initialisation seed (default: the recipe's)"),
 ) -> None:
     """Train the quickstart model on the embedded fingerspelling lexicon, evaluate on its test split,
     and write a report (metrics beside chance and a raw-keypoint baseline, figures, training curve)."""
@@ -149,8 +154,12 @@ def shards_cmd(
     model: str = typer.Option("tiny", "--model", "-m", help="named model config or JSON file (its pose preprocessing)"),
     rows_per_shard: int = typer.Option(4096, help="rows per parquet file"),
     rows_per_group: int = typer.Option(256, help="rows per row group (the unit dealt to ranks and workers)"),
-    seed: int = typer.Option(42, help="split seed for rows without a split (as `signclip train`)"),
-    val_fraction: float = 0.1, test_fraction: float = 0.2,
+    seed: Optional[int] = typer.Option(None, help="split seed for rows without a split (default: as `signclip "
+                                                  "train`)"),
+    val_fraction: Optional[float] = typer.Option(None, help="validation share of rows without a split (default: "
+                                                            "as `signclip train`)"),
+    test_fraction: Optional[float] = typer.Option(None, help="test share of rows without a split (default: as "
+                                                             "`signclip train`)"),
 ) -> None:
     """Preprocess a dataset once into parquet shards (+ training feature statistics) for streaming training."""
     from signclip.data.manifests import load_dataset
@@ -158,7 +167,8 @@ def shards_cmd(
     from signclip.models.signclip import SignCLIP
 
     m = SignCLIP.create(get_model_config(model))
-    cfg = TrainConfig(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    given = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     meta = pack_shards(load_dataset(data), out, m, cfg, rows_per_shard, rows_per_group)
     typer.echo(f"wrote {meta['rows']} poses ({meta['splits']}) in {len(meta['shards'])} shard(s) to {out}"
                + (f"; skipped {meta['skipped']} unusable" if meta.get("skipped") else ""))

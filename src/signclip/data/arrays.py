@@ -53,6 +53,11 @@ def load_arrays(df: pd.DataFrame, cfg: PoseConfig, progress: bool = True
     return arrays, df.iloc[keep].reset_index(drop=True), errors
 
 
+def none_usable(what: str, rows: int, errors: list[str]) -> PoseInputError:
+    """The error for ``rows`` rows of which no pose is usable: how many, and the first reason."""
+    return PoseInputError(f"{what}: none of its {rows} pose(s) is usable" + (f", e.g. {errors[0]}" if errors else ""))
+
+
 def load_split(df: pd.DataFrame, cfg: PoseConfig, progress: bool = True) -> SplitData:
     """The rows of one split, preprocessed (unusable ones dropped with a warning)."""
     arrays, kept, _ = load_arrays(df, cfg, progress)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from signclip.pose.formats import frame_number, is_frame_folder_root
 
-COLUMNS = ["path", "text", "spoken_language", "signed_language", "start_ms", "end_ms", "split", "signer"]
+# text: the sentence or word; glosses (optional): its space-separated gloss sequence (continuous recognition)
+COLUMNS = ["path", "text", "glosses", "spoken_language", "signed_language", "start_ms", "end_ms", "split", "signer"]
 REQUIRED = ["path", "text"]
 KAGGLE_COLUMNS = ["path", "participant_id", "sequence_id", "sign"]
 
@@ -47,11 +48,11 @@ def load_lexicon() -> pd.DataFrame:
 
 
 def load_manifest(csv_path: str | Path, root: str | Path | None = None) -> pd.DataFrame:
-    """A folder of pose files described by a CSV with columns ``path, text`` and optionally
-    ``spoken_language, signed_language, start_ms, end_ms, split (train/validation/test), signer``.
+    """A folder of pose files described by a CSV with columns ``path, text`` and optionally ``glosses``
+    (space-separated), ``spoken_language, signed_language, start_ms, end_ms, split (train/validation/test), signer``.
     Relative paths are resolved against ``root`` (default: the CSV's folder)."""
     csv_path = Path(csv_path)
-    df = pd.read_csv(csv_path, dtype={"text": str, "signer": str, "split": str})
+    df = pd.read_csv(csv_path, dtype={"text": str, "glosses": str, "signer": str, "split": str})
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{csv_path}: manifest lacks column(s) {missing}; has {list(df.columns)}")

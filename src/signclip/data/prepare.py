@@ -12,8 +12,10 @@ read). A row whose file is not found is left out; ``table.attrs["skipped"]`` say
 
 Datasets (:data:`DATASETS`; each function's docstring gives the layout and the column mapping):
 ``asl-citizen`` (split CSVs), ``sem-lex`` (metadata CSV), ``wlasl`` (``WLASL_v0.3.json``), ``how2sign``
-(re-aligned sentence CSVs), ``spreadthesign`` (``LANGUAGE/WORD/FILE`` folders) and ``kaggle`` (ASL Signs
-``train.csv``). Gloss datasets get the paper's gloss clean-up (:func:`clean_gloss`) unless told otherwise.
+(re-aligned sentence CSVs), ``phoenix-2014t`` (corpus files), ``csl-daily`` (``video_map.txt`` and
+``split_1.txt``), ``spreadthesign`` (``LANGUAGE/WORD/FILE`` folders) and ``kaggle`` (ASL Signs ``train.csv``).
+Gloss datasets get the paper's gloss clean-up (:func:`clean_gloss`) unless told otherwise. The sentence datasets
+with glosses (PHOENIX-2014-T, CSL-Daily) also fill ``glosses``: the gloss sequence, space-separated.
 """
 from __future__ import annotations
 
@@ -54,6 +56,29 @@ def clean_gloss(text: str) -> str:
     text = text.strip().lower().replace("#", "")
     text = _VARIANT_INDEX.sub("", text)
     return " ".join(text.replace("_", " ").split())
+
+
+def read_vocabulary(path: str | Path) -> set[str]:
+    """The cleaned glosses of a vocabulary file: one gloss per line, or a manifest CSV (its ``text`` column),
+    e.g. the pre-training data's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"known glosses {path}: no such file")
+    if path.suffix.lower() == ".csv":
+        texts = _read_table(path, ["text"], "a manifest of known glosses")["text"]
+    else:
+        texts = path.read_text(encoding="utf-8").splitlines()
+    vocabulary = {clean_gloss(t) for t in texts} - {""}
+    if not vocabulary:
+        raise ValueError(f"known glosses {path}: no gloss in the file")
+    return vocabulary
+
+
+def keep_known_glosses(table: pd.DataFrame, vocabulary: set[str]) -> tuple[pd.DataFrame, int]:
+    """The paper's third gloss clean-up (§5.2): test rows whose cleaned gloss is not in ``vocabulary`` (the
+    pre-training glosses) left out; other splits kept whole. Returns the table and how many rows were left out."""
+    unknown = (table["split"] == "test") & ~table["text"].map(clean_gloss).isin(vocabulary)
+    return table[~unknown], int(unknown.sum())
 
 
 def is_media(path: Path) -> bool:
@@ -297,6 +322,160 @@ def prepare_how2sign(root: str | Path, poses: str | Path | None = None, clean_gl
     return _table(*_locate(rows, media, root), clean_glosses)
 
 
+def _read_pipe_file(path: Path, required: Iterable[str], what: str) -> list[dict[str, str]]:
+    """A ``|``-separated text file with a header line and no quoting (the PHOENIX and CSL-Daily annotations)
+    as one dict per row, each row checked to have the header's fields and the ``required`` columns."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not readable as {what} (not UTF-8: {e})") from None
+    rows = list(csv.reader(lines, delimiter="|", quoting=csv.QUOTE_NONE))
+    if not rows or not rows[0]:
+        raise ValueError(f"{path}: not {what}: empty, no header line")
+    header = [c.strip() for c in rows[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: not {what}, lacks column(s) {missing}; has {header}")
+    table = []
+    for number, fields in enumerate(rows[1:], start=2):
+        if not fields:
+            continue  # a blank line
+        if len(fields) != len(header):
+            raise ValueError(f"{path}: line {number}: {len(fields)} fields, expected {len(header)} "
+                             f"({'|'.join(header)})")
+        row = {c: v.strip() for c, v in zip(header, fields)}
+        empty = [c for c in required if not row[c]]
+        if empty:
+            raise ValueError(f"{path}: line {number}: empty {empty[0]!r}")
+        table.append(row)
+    return table
+
+
+def _find_one(root: Path, names: Iterable[str]) -> dict[str, Path]:
+    """The first file under ``root`` (sorted paths) with each of ``names``, for the names found."""
+    found = {}
+    for name in names:
+        paths = sorted(root.rglob(name))
+        if paths:
+            found[name] = paths[0]
+    return found
+
+
+def _words(text: str) -> str:
+    """Whitespace collapsed to single spaces: ``" A  B "`` -> ``"A B"``."""
+    return " ".join(text.split())
+
+
+PHOENIX_COLUMNS = ["name", "video", "start", "end", "speaker", "orth", "translation"]
+PHOENIX_SPLITS = ("train", "dev", "test")
+
+
+def prepare_phoenix_2014t(root: str | Path, poses: str | Path | None = None, clean_glosses: bool = False,
+                          spoken_language: str = "de", signed_language: str = "gsg") -> pd.DataFrame:
+    """RWTH-PHOENIX-Weather 2014 T (Camgöz et al. 2018) as unpacked from ``phoenix-2014-T.v3.tar.gz``: the
+    corpus files ``PHOENIX-2014-T.{train,dev,test}.corpus.csv`` (in ``annotations/manual/``; anywhere under
+    ROOT), ``|``-separated without quoting, columns ``name|video|start|end|speaker|orth|translation``, one row
+    per sentence: text = ``translation`` (the German sentence, lower case and tokenised as published),
+    glosses = ``orth`` (the DGS glosses, space-separated), split = the file's (dev -> validation), signer =
+    ``speaker`` (``Signer01`` ...); ``name`` kept. No gloss clean-up by default (sentences).
+
+    The release holds each sentence as PNG frames (``features/fullFrame-210x260px/SPLIT/NAME/``), which are
+    not read here: give the MediaPipe poses ``NAME.pose`` as POSES (e.g. the holistic poses that
+    sign-language-datasets publishes as ``holistic/SPLIT/NAME.pose``), or put videos ``NAME.mp4`` made from the
+    frames under ROOT. The complex training annotation (``train-complex-annotation``) is not read."""
+    root = _folder(root)
+    files = _find_one(root, [f"PHOENIX-2014-T.{s}.corpus.csv" for s in PHOENIX_SPLITS])
+    if not files:
+        raise FileNotFoundError(f"{root}: not the PHOENIX-2014-T layout: no PHOENIX-2014-T.train.corpus.csv, "
+                                ".dev.corpus.csv or .test.corpus.csv under it (annotations/manual/)")
+    rows = []
+    for split in PHOENIX_SPLITS:
+        path = files.get(f"PHOENIX-2014-T.{split}.corpus.csv")
+        if path is None:
+            continue
+        for r in _read_pipe_file(path, ["name", "speaker", "orth", "translation"], "a PHOENIX-2014-T corpus file"):
+            rows.append({"media": r["name"], "text": _words(r["translation"]), "spoken_language": spoken_language,
+                         "signed_language": signed_language, "split": SPLIT_NAMES[split], "signer": r["speaker"],
+                         "glosses": _words(r["orth"]) or None, "name": r["name"]})
+    return _table(*_locate_frames(rows, _media(root, poses), root), clean_glosses)
+
+
+def _locate_frames(rows: list[dict], media: MediaIndex, source: Path) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`_locate` for datasets published as image frames: when no media file is found at all, the error
+    says which files are looked for."""
+    try:
+        return _locate(rows, media, source)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. The dataset's frames are images, which are not read: give the poses "
+                                f"NAME.pose (or videos NAME.mp4) of its sentences, e.g. {rows[0]['media']}.pose") \
+            from None
+
+
+CSL_DAILY_ANNOTATIONS = "video_map.txt"
+CSL_DAILY_PICKLE = "csl2020ct_v2.pkl"
+CSL_DAILY_SPLITS = "split_1.txt"
+# writes video_map.txt's columns from the pickled annotations: run by the user, on a file they trust
+CSL_DAILY_CONVERSION = (
+    "python -c \"import pickle; info = pickle.load(open('csl2020ct_v2.pkl', 'rb'))['info']; "
+    "open('video_map.txt', 'w', encoding='utf-8').writelines(['name|gloss|char|word\\n'] + ['|'.join([r['name']] "
+    "+ [' '.join(r[k]) for k in ('label_gloss', 'label_char', 'label_word')]) + '\\n' for r in info])\"")
+_CSL_DAILY_SIGNER = re.compile(r"_(P\d+)_")  # S000005_P0004_T00: sentence 5 by signer P0004, take 0
+
+
+def prepare_csl_daily(root: str | Path, poses: str | Path | None = None, clean_glosses: bool = False,
+                      spoken_language: str = "zh", signed_language: str = "csl") -> pd.DataFrame:
+    """CSL-Daily (Zhou et al. 2021) as published: in ``sentence_label/`` (anywhere under ROOT) the annotations
+    ``video_map.txt``, ``|``-separated with a header, columns ``index|name|length|gloss|char|word|postag``
+    (``gloss``: the glosses, ``char`` / ``word``: the Chinese sentence as characters / words, all
+    space-separated), and the split ``split_1.txt`` (``name|split``, train/dev/test). One row per sentence:
+    text = the sentence (``word``'s words, else ``char``'s characters, joined without spaces), glosses =
+    ``gloss``, split = ``split_1.txt``'s (dev -> validation), signer = the ``P`` part of the name
+    (``S000005_P0004_T00``: sentence 5 by ``P0004``, take 0); ``name`` kept. A sentence missing from the
+    split file is left out. No gloss clean-up by default.
+
+    The same annotations ship pickled as ``csl2020ct_v2.pkl``, which signclip never unpickles (that runs code
+    from the file): where only it is there, the error gives the one-line command that writes
+    ``video_map.txt`` from it (:data:`CSL_DAILY_CONVERSION`, run in ``sentence_label/`` by the user). The
+    frames (``frames_512x512/NAME/*.jpg``) are images, which are not read: give the poses ``NAME.pose`` as
+    POSES, or videos ``NAME.mp4`` under ROOT."""
+    root = _folder(root)
+    files = _find_one(root, [CSL_DAILY_ANNOTATIONS, CSL_DAILY_SPLITS, CSL_DAILY_PICKLE])
+    if CSL_DAILY_ANNOTATIONS not in files:
+        if CSL_DAILY_PICKLE in files:
+            raise FileNotFoundError(
+                f"{files[CSL_DAILY_PICKLE]}: CSL-Daily's pickled annotations are not read (unpickling runs code "
+                f"from the file); if you trust it, write {CSL_DAILY_ANNOTATIONS} from it, in "
+                f"{files[CSL_DAILY_PICKLE].parent}: {CSL_DAILY_CONVERSION}")
+        raise FileNotFoundError(f"{root}: not the CSL-Daily layout: no sentence_label/{CSL_DAILY_ANNOTATIONS} "
+                                f"(or {CSL_DAILY_PICKLE}) under it")
+    if CSL_DAILY_SPLITS not in files:
+        raise FileNotFoundError(f"{root}: not the CSL-Daily layout: no sentence_label/{CSL_DAILY_SPLITS} (the "
+                                f"split) under it")
+    annotations = files[CSL_DAILY_ANNOTATIONS]
+    table = _read_pipe_file(annotations, ["name", "gloss"], "CSL-Daily annotations (video_map.txt)")
+    sentence = next((c for c in ("word", "char") if c in table[0]), None) if table else "word"
+    if sentence is None:
+        raise ValueError(f"{annotations}: not CSL-Daily annotations (video_map.txt), lacks column(s) "
+                         f"['word' or 'char']; has {list(table[0])}")
+    splits = {r["name"]: _split(r["split"], files[CSL_DAILY_SPLITS])
+              for r in _read_pipe_file(files[CSL_DAILY_SPLITS], ["name", "split"], "a CSL-Daily split file")}
+    rows, skipped = [], []
+    for r in table:
+        if r["name"] not in splits:
+            skipped.append(f"{r['name']}: not in {CSL_DAILY_SPLITS}")
+            continue
+        signer = _CSL_DAILY_SIGNER.search(r["name"])
+        rows.append({"media": r["name"], "text": "".join(r[sentence].split()), "spoken_language": spoken_language,
+                     "signed_language": signed_language, "split": splits[r["name"]],
+                     "signer": signer.group(1) if signer else None, "glosses": _words(r["gloss"]) or None,
+                     "name": r["name"]})
+    named = {r["name"] for r in table}
+    skipped += [f"{name}: in {CSL_DAILY_SPLITS}, not in {CSL_DAILY_ANNOTATIONS}" for name in splits
+                if name not in named]
+    df, missing = _locate_frames(rows, _media(root, poses), annotations)
+    return _table(df, skipped + missing, clean_glosses)
+
+
 def prepare_spreadthesign(root: str | Path, poses: str | Path | None = None, clean_glosses: bool = False,
                           spoken_language: str = "en", languages: dict[str, str] | None = None) -> pd.DataFrame:
     """Spreadthesign-style folders ``ROOT/<language>/<word>/<video or .pose>``, one row per file: text = the
@@ -345,11 +524,16 @@ DATASETS: dict[str, Callable[..., pd.DataFrame]] = {
     "sem-lex": prepare_sem_lex,
     "wlasl": prepare_wlasl,
     "how2sign": prepare_how2sign,
+    "phoenix-2014t": prepare_phoenix_2014t,
+    "csl-daily": prepare_csl_daily,
     "spreadthesign": prepare_spreadthesign,
     "kaggle": prepare_kaggle,
 }
-ALIASES = {"aslcitizen": "asl-citizen", "semlex": "sem-lex", "asl-signs": "kaggle", "kaggle-asl-signs": "kaggle"}
-SENTENCE_DATASETS = ("how2sign", "spreadthesign")  # no gloss clean-up by default
+ALIASES = {"aslcitizen": "asl-citizen", "semlex": "sem-lex", "asl-signs": "kaggle", "kaggle-asl-signs": "kaggle",
+           "phoenix": "phoenix-2014t", "phoenix-2014-t": "phoenix-2014t", "phoenix14t": "phoenix-2014t",
+           "rwth-phoenix-2014-t": "phoenix-2014t", "csldaily": "csl-daily"}
+# no gloss clean-up by default
+SENTENCE_DATASETS = ("how2sign", "spreadthesign", "phoenix-2014t", "csl-daily")
 
 
 def dataset_name(name: str) -> str:

@@ -214,8 +214,8 @@ class ShardSplit:
 
     def check(self, pose_cfg: PoseConfig) -> None:
         """The model must preprocess poses exactly as the shards were packed."""
-        if asdict(pose_cfg) != self.meta["pose"]:
-            raise ValueError(f"{self.root / META}: shards were packed with pose config {self.meta['pose']}, "
+        if pose_cfg != self.pose_cfg:  # fields added since packing take their defaults on both sides
+            raise ValueError(f"{self.root / META}: shards were packed with pose config {asdict(self.pose_cfg)}, "
                              f"the model uses {asdict(pose_cfg)}; pack again with this model config")
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from signclip.config import TrainConfig
 from signclip.data.manifests import SOURCE
 
 SPLITS = ("train", "validation", "test")
@@ -70,12 +71,22 @@ def pick_groups(sizes: pd.Series, fraction: float, rng: np.random.Generator) -> 
     return chosen or ({sizes.idxmin()} if len(sizes) > 1 else set())
 
 
-def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-                  group: str | None = None) -> pd.DataFrame:
-    """Deterministic train/validation/test split in a ``split`` column.
+def split_options(val_fraction: float | None, test_fraction: float | None, seed: int | None
+                  ) -> tuple[float, float, int]:
+    """The split fractions and seed, each one not given taken from :class:`TrainConfig` (their one owner)."""
+    d = TrainConfig()
+    return (d.val_fraction if val_fraction is None else val_fraction,
+            d.test_fraction if test_fraction is None else test_fraction, d.seed if seed is None else seed)
+
+
+def split_dataset(df: pd.DataFrame, val_fraction: float | None = None, test_fraction: float | None = None,
+                  seed: int | None = None, group: str | None = None) -> pd.DataFrame:
+    """Deterministic train/validation/test split in a ``split`` column (fractions and seed: TrainConfig's
+    by default).
 
     Rows that already have a split keep it. ``group`` (e.g. ``"signer"``) keeps each group in one
     split (signer-independent evaluation): whole groups holding about each fraction of the rows."""
+    val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
     df = df.copy()
     has = df["split"].isin(SPLITS)
     todo = df.index[~has]
@@ -97,12 +108,13 @@ def split_dataset(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: fl
     return df
 
 
-def ensure_split(df: pd.DataFrame, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-                 group: str | None = None) -> pd.DataFrame:
+def ensure_split(df: pd.DataFrame, val_fraction: float | None = None, test_fraction: float | None = None,
+                 seed: int | None = None, group: str | None = None) -> pd.DataFrame:
     """The table with every row in a split (or "excluded") and a ``split_origin`` column: see the module
-    docstring for the rules. A table whose rows already all have a split and a validation set is
-    returned as it is (plus ``split_origin`` "manifest" where missing). Several sources (a ``source``
-    column) are each split on their own."""
+    docstring for the rules (fractions and seed: TrainConfig's by default). A table whose rows already all
+    have a split and a validation set is returned as it is (plus ``split_origin`` "manifest" where missing).
+    Several sources (a ``source`` column) are each split on their own."""
+    val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
     if SOURCE in df.columns and df[SOURCE].nunique() > 1:
         parts = [ensure_one_source(part, val_fraction, test_fraction, seed, group)
                  for _, part in df.groupby(SOURCE, sort=False)]

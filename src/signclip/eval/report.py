@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from signclip.eval.markdown import metric_cells, metric_sections, metric_table, table
 from signclip.eval.suite import EvalResult
-from signclip.markdown import metric_cells, metric_sections, metric_table, table
 
 FIGURES = {
     "tsne_pose_text": "t-SNE of pose and text embeddings", "umap_pose_text": "UMAP of pose and text embeddings",
@@ -54,7 +54,7 @@ def dataframe_markdown(df: pd.DataFrame) -> str:
 
 # ---- HTML ----------------------------------------------------------------------------------------------
 def metric_table_html(columns: dict[str, dict[str, float]], by_system: bool = False) -> str:
-    """HTML table of :func:`signclip.markdown.metric_cells`: one row per metric (or per system)."""
+    """HTML table of :func:`signclip.eval.markdown.metric_cells`: one row per metric (or per system)."""
     header, rows = metric_cells(columns, by_system)
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
     body = ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows]

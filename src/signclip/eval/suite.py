@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signclip.data.arrays import load_arrays, table_prompts
+from signclip.data.arrays import load_arrays, none_usable, table_prompts
 from signclip.data.manifests import optional
 from signclip.eval import analysis, recognition
 from signclip.eval.baselines import keypoint_baseline_metrics, keypoint_features
@@ -59,10 +59,13 @@ class Embedded:
     emb: np.ndarray
 
 
-def embed_rows(model: SignCLIP, df: pd.DataFrame, progress: bool) -> Embedded | None:
-    """Preprocess and embed the rows of ``df`` (None when no pose is usable)."""
-    arrays, kept, _ = load_arrays(df, model.cfg.pose, progress=progress)
+def embed_rows(model: SignCLIP, df: pd.DataFrame, progress: bool, required: str | None = None) -> Embedded | None:
+    """Preprocess and embed the rows of ``df``. None when no pose is usable, or with ``required`` (what the rows
+    are, e.g. "split 'test'") an error naming the first reason."""
+    arrays, kept, errors = load_arrays(df, model.cfg.pose, progress=progress)
     if not arrays:
+        if required:
+            raise none_usable(required, len(df), errors)
         return None
     return Embedded(kept, arrays, model.encode_arrays(arrays, 64, progress=progress))
 
@@ -278,9 +281,7 @@ def run_suite(model: SignCLIP, data: pd.DataFrame, out_dir: str | Path, split: s
         stages[name], tick = time.time() - tick, time.time()
 
     ev_df, sup_df, split_desc = _support_and_eval(data, split)
-    ev = embed_rows(model, ev_df, progress)
-    if ev is None:
-        raise ValueError(f"split {split!r}: no usable pose")
+    ev = embed_rows(model, ev_df, progress, required=f"split {split!r}")
     sup = embed_rows(model, sup_df, progress) if sup_df is not None else None
     lap("preprocess + embed poses")
     suite.result.facts.update({

@@ -2,9 +2,10 @@
 
 The output directory::
 
-    pose_encoder.onnx        (B, T, F) keypoints (NaN = missing) + (B, T) bool mask -> (B, E) normalised;
+    pose_encoder.onnx        (B, T, F) keypoints (NaN = missing) + (B, T) bool mask -> (B, E) unnormalised;
                              the training mean/std standardisation is inside the graph
-    text_encoder.onnx        (B, L) input_ids + attention_mask (int64) -> (B, E) normalised
+    text_encoder.onnx        (B, L) input_ids + attention_mask (int64) -> (B, E) unnormalised (the runtime
+                             normalises, unless ``normalize=False``)
     *.int8.onnx              dynamically quantised (int8 weights) copies, with ``int8=True``
     tokenizer/tokenizer.json the text tokenizer (Hugging Face ``tokenizers`` format)
     signclip_onnx.json       the model config (preprocessing, prompt template, languages) and pad token id
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from signclip.files import replacing_dir
+from signclip.pose.anonymize import bundle_appearance
 from signclip.pose.layout import get_layout
 
 OPSET = 17
@@ -62,10 +65,9 @@ class _PoseGraph(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, T, F), (B, T) -> (B, E)
         self.pose.run_transformer = self.run_transformer  # any pose encoder, with exportable layers
         try:
-            z = self.pose(x, mask)  # (B, E)
+            return self.pose(x, mask)  # (B, E)
         finally:
             del self.pose.run_transformer
-        return nn.functional.normalize(z, dim=-1)  # (B, E)
 
 
 class _TextGraph(nn.Module):
@@ -74,7 +76,7 @@ class _TextGraph(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, E)
-        return self.model.forward_text(input_ids, attention_mask)
+        return self.model.forward_text(input_ids, attention_mask, normalize=False)
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -141,8 +143,9 @@ def write_export(model, out: Path, int8: bool = False, opset: int = OPSET) -> di
         raise RuntimeError("the tokenizer has no fast (tokenizers) version; cannot export it for onnxruntime")
     np.savez(out / "pose_statistics.npz", mean=model.pose.feature_mean.cpu().numpy(),
              std=model.pose.feature_std.cpu().numpy())
-    spec = {"format": "signclip-onnx/1", "model": cfg.to_dict(), "embed_dim": cfg.embed_dim,
-            "pad_token_id": int(model.tokenizer.pad_token_id or 0), "int8": bool(int8)}
+    cfg = replace(cfg, pose=bundle_appearance(cfg.pose, out))  # a given appearance travels with the export
+    spec = {"format": "signclip-onnx/2", "model": cfg.to_dict(), "embed_dim": cfg.embed_dim,
+            "pad_token_id": int(model.tokenizer.pad_token_id or 0), "int8": bool(int8), "normalized": False}
     (out / "signclip_onnx.json").write_text(json.dumps(spec, indent=2, default=str))
     files["config"] = out / "signclip_onnx.json"
     return files

@@ -3,8 +3,10 @@
 The checkpoint is a fairseq trainer dict: ``model`` holds ``mmmodel.video_encoder.*`` (VideoTokenMLP + BERT)
 and ``mmmodel.text_encoder.*`` (BERT); ``cfg`` / ``args`` hold ``argparse.Namespace`` objects. It is read
 with ``torch.load(weights_only=True)`` allowing only ``argparse.Namespace`` besides tensors and containers,
-so a checkpoint holding anything else is refused, never executed. Keys are checked strictly (the
-reference loads with ``strict=False``). The file holds no tokenizer: it comes from ``tokenizer`` (a Hugging
+so a checkpoint holding anything else is refused, never executed. The file is memory-mapped: the optimiser
+state that released checkpoints carry (2 of their 2.6 GB for E7.2) is never read, and the model's tensors
+become the converted model's weights without a copy. Keys are checked strictly (the reference loads with
+``strict=False``). The file holds no tokenizer: it comes from ``tokenizer`` (a Hugging
 Face id or folder; default the variant's BERT, if it can be loaded offline).
 
 Variants are the named model configs with ``pose_encoder: "reference"``: ``reference`` (E7.2
@@ -24,7 +26,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from signclip.config import ModelConfig, get_model_config, list_model_configs
-from signclip.errors import CheckpointError
+from signclip.errors import CheckpointError, refused_pickle
 from signclip.models.reference import BERT_POSITIONS
 from signclip.models.signclip import SignCLIP, text_options
 from signclip.models.text_encoder import TextEncoder
@@ -56,10 +58,8 @@ def load_reference_weights(path: str | Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip() and not line.startswith(
-            ("Weights only load failed", "Please file an issue", "Check the documentation"))), str(e))
-        raise CheckpointError(f"{path}: refused: it pickles more than tensors and argparse.Namespace, which signclip "
-                              f"never unpickles ({reason})") from None
+        raise CheckpointError(f"{path}: refused: {refused_pickle(e)}, and signclip unpickles only tensors, "
+                              "containers and argparse.Namespace") from None
     except Exception as e:  # not a torch file at all
         raise CheckpointError(f"{path}: not a reference SignCLIP checkpoint (unreadable by torch.load: "
                               f"{type(e).__name__}: {e})") from None
@@ -186,7 +186,9 @@ def reference_model(state: dict[str, torch.Tensor], path: Path, tokenizer=None, 
         if keys:
             raise CheckpointError(f"{path}: {len(keys)} {problem} key(s) for the {cfg.name} architecture: "
                                   f"{', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}")
-    model.load_state_dict({**target, **weights})
+    # assigned, not copied: the checkpoint's tensors (memory-mapped, read as the model is used or saved) become
+    # the weights, so converting never holds a second copy (benchmarks/conversion_memory.py)
+    model.load_state_dict({**target, **weights}, assign=True)
     return model
 
 

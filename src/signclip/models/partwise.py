@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from signclip.models.graph import SkeletonGCN, two_hands_adjacency
-from signclip.models.pose_encoder import PoseEncoder, as_slice
+from signclip.models.pose_encoder import FramePatches, PoseEncoder, as_slice, positions
 from signclip.pose.layout import BODY, LEFT_HAND, RIGHT_HAND
 
 
@@ -44,12 +44,13 @@ class PartwisePoseEncoder(PoseEncoder):
     ``graph_conv`` replaces the manual stream's per-frame MLP by a GCN over the two hand skeletons
     (nodes = 42 hand points, node features = standardised coordinates and, with hand features, the
     wrist-relative hand shape). ``body_points`` > 0 (the body points lead the layout) embeds the body
-    and the face of the non-manual stream separately (:class:`PartEmbedding`).
+    and the face of the non-manual stream separately (:class:`PartEmbedding`). ``patch_frames`` > 1 makes
+    each stream's frames into patches (:class:`FramePatches`, one group per stream) before its transformer.
     """
 
     def __init__(self, in_dim: int, width: int, layers: int, heads: int, mlp_ratio: float, dropout: float,
                  max_frames: int, embed_dim: int, dims: int, hands: list[list[int]], hand_features: bool = True,
-                 graph_conv: bool = False, gcn_hidden: int = 32, body_points: int = 0):
+                 graph_conv: bool = False, gcn_hidden: int = 32, body_points: int = 0, patch_frames: int = 1):
         nn.Module.__init__(self)  # PoseEncoder's own layers are replaced by the two streams below
         if width % 2 or (width // 2) % heads:
             raise ValueError(f"pose_width: {width} must split into two streams divisible by pose_heads={heads}")
@@ -87,7 +88,9 @@ class PartwisePoseEncoder(PoseEncoder):
         else:
             self.non_manual_embed = nn.Sequential(nn.Linear(len(non_manual), half), nn.GELU(), nn.LayerNorm(half))
         self.graph_conv = graph_conv
-        self.pos_embedding = nn.Parameter(torch.randn(2, max_frames, half) * 0.02)  # one per stream
+        self.patches = FramePatches(width, patch_frames, groups=2) if patch_frames > 1 else None
+        # one position table per stream
+        self.pos_embedding = nn.Parameter(torch.randn(2, positions(max_frames, patch_frames), half) * 0.02)
         self.manual = _transformer(half, layers, heads, mlp_ratio, dropout)
         self.non_manual = _transformer(half, layers, heads, mlp_ratio, dropout)
         self.fuse = nn.Sequential(nn.Linear(width, width), nn.LayerNorm(width))
@@ -98,18 +101,20 @@ class PartwisePoseEncoder(PoseEncoder):
         hands = [layout.hand_slices[LEFT_HAND], layout.hand_slices[RIGHT_HAND]]
         return cls(len(layout) * cfg.pose.dims, cfg.pose_width, cfg.pose_layers, cfg.pose_heads, cfg.pose_mlp_ratio,
                    cfg.pose_dropout, cfg.pose.max_frames, cfg.embed_dim, cfg.pose.dims, hands, cfg.hand_features,
-                   cfg.graph_conv, body_points=layout.count(BODY) if cfg.split_non_manual else 0)
+                   cfg.graph_conv, body_points=layout.count(BODY) if cfg.split_non_manual else 0,
+                   patch_frames=cfg.pose_patch_frames)
 
     def frame_features(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, F) keypoints, (B, T) bool real-frame mask -> (B, T, W) fused frame features."""
         z = self.standardize(x)  # (B, T, F')
-        t = x.shape[1]
         if self.graph_conv:
             m = self.manual_embed(z[..., self.node_cols])  # (B, T, 42, C) -> (B, T, W/2)
         else:
             m = self.manual_embed(z[..., self.manual_span or self.manual_cols].contiguous())  # (B, T, W/2)
         n = self.non_manual_embed(z[..., self.non_manual_span or self.non_manual_cols].contiguous())  # (B, T, W/2)
-        padding = ~mask
+        h, real = self.tokens(torch.cat([m, n], dim=-1), mask)  # (B, T', W), (B, T'): frames or patches
+        m, n = h.chunk(2, dim=-1)  # (B, T', W/2) each
+        t, padding = h.shape[1], ~real
         m = self.run_transformer(self.manual, m + self.pos_embedding[0, :t], padding)
         n = self.run_transformer(self.non_manual, n + self.pos_embedding[1, :t], padding)
-        return self.fuse(torch.cat([m, n], dim=-1))  # (B, T, W)
+        return self.frames(self.fuse(torch.cat([m, n], dim=-1)), x.shape[1])  # (B, T, W)

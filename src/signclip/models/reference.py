@@ -46,6 +46,8 @@ class ReferencePoseEncoder(PoseEncoder):
 
     @classmethod
     def from_config(cls, cfg, layout) -> "ReferencePoseEncoder":
+        if cfg.pose_patch_frames != 1:
+            raise ValueError("pose_patch_frames: only the 'global' and 'partwise' pose encoders make frame patches")
         if cfg.pose.max_frames > cfg.max_video_len:
             raise ValueError(f"pose.max_frames: {cfg.pose.max_frames} > max_video_len {cfg.max_video_len}")
         if cfg.embed_dim != cfg.pose_width:

@@ -6,9 +6,10 @@ A saved model is a directory::
     model.safetensors    all weights, including the pose feature mean/std computed on training data
     tokenizer/           the text tokenizer
     text_config/         the text backbone's Hugging Face config (architecture without weights)
+    appearance.pose      only where the config anonymises poses with a given appearance (signclip.pose.anonymize)
 
 ``load`` also takes a Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (:mod:`signclip.models.hub`), and
-``push_to_hub`` shares a model there with a generated model card.
+:func:`signclip.push_to_hub` shares a model there with a generated model card.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,30 +27,28 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from signclip.batching import encode_by_length, pad_poses
 from signclip.config import ModelConfig, get_model_config
-from signclip.errors import DamagedFileError, PoseInputError, TextInputError
+from signclip.errors import DamagedFileError
 from signclip.files import recover_dir, replacing_dir
-from signclip.models.hub import DEFAULT_LICENSE, push_to_hub, resolve_model_dir
+from signclip.models.encoder import PoseTextEncoder
+from signclip.models.hub import resolve_model_dir
 from signclip.models.partwise import PartwisePoseEncoder
 from signclip.models.pose_encoder import PoseEncoder
 from signclip.models.reference import ReferencePoseEncoder
 from signclip.models.statistics import FeatureStatistics
 from signclip.models.text_encoder import TextEncoder, load_tokenizer
-from signclip.pose.io import PoseSource
+from signclip.pose.anonymize import bundle_appearance, resolve_appearance
 from signclip.pose.layout import get_layout
-from signclip.pose.preprocess import prepare_pose
-from signclip.text.prompts import make_prompts
 
 WEIGHTS = "model.safetensors"
-PoseInput = PoseSource | np.ndarray  # path, .pose bytes, Pose, or a preprocessed (T, P, D) array
 # ModelConfig.pose_encoder -> pose tower class (each has ``from_config(cfg, layout)``)
 POSE_ENCODERS: dict[str, type[PoseEncoder]] = {"global": PoseEncoder, "partwise": PartwisePoseEncoder,
                                                "reference": ReferencePoseEncoder}
 
 
-class SignCLIP(nn.Module):
-    """Pose–text contrastive model with ``encode_pose`` / ``encode_text`` in the style of open_clip."""
+class SignCLIP(nn.Module, PoseTextEncoder):
+    """Pose–text contrastive model with ``encode_pose`` / ``encode_text`` in the style of open_clip (the user
+    API of :class:`~signclip.models.encoder.PoseTextEncoder`, shared with the ONNX runtime)."""
 
     def __init__(self, cfg: ModelConfig, text: TextEncoder, tokenizer):
         super().__init__()
@@ -79,9 +79,11 @@ class SignCLIP(nn.Module):
         ``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` only the cache is read)."""
         path = recover_dir(resolve_model_dir(path, cache_dir))
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json)")
+            task = " but a task model (task.json): load it with signclip.load" if (path / "task.json").is_file() else ""
+            raise FileNotFoundError(f"{path}: not a saved signclip model (no config.json){task}")
         try:
             cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+            cfg.pose = resolve_appearance(cfg.pose, path)
             state = load_file(str(path / WEIGHTS))
         except (OSError, ValueError, SafetensorError) as e:
             raise DamagedFileError(f"{path}: cannot read the saved model ({type(e).__name__}: {e})") from None
@@ -104,7 +106,8 @@ class SignCLIP(nn.Module):
 
     def write(self, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         """The files of :meth:`save` into an existing folder (not crash-safe by itself)."""
-        (folder / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        cfg = replace(self.cfg, pose=bundle_appearance(self.cfg.pose, folder))
+        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
         save_file(state, str(folder / WEIGHTS))
         self.tokenizer.save_pretrained(str(folder / "tokenizer"))
@@ -121,16 +124,6 @@ class SignCLIP(nn.Module):
                     digest.update(block)
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
-
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-                    commit_message: str | None = None, token: str | None = None, license: str = DEFAULT_LICENSE,
-                    run_dir: str | Path | None = None, metrics: str | Path | None = None,
-                    datasets: Sequence[str] = ()) -> str:
-        """Upload this model to the Hub repository ``repo_id`` (``ORG/NAME``, created if needed) with a
-        generated model card (``run_dir``: a training run whose split, settings and ``metrics.json`` it
-        describes); returns the repository URL. See :func:`signclip.models.hub.push_to_hub`."""
-        return push_to_hub(self, repo_id, private=private, revision=revision, commit_message=commit_message,
-                           token=token, license=license, run_dir=run_dir, metrics=metrics, datasets=datasets)
 
     @property
     def device(self) -> torch.device:
@@ -194,76 +187,22 @@ class SignCLIP(nn.Module):
             return self.pose.frame_features(x, mask), self.text.token_features(input_ids, attention_mask), scale
         return self.forward_pose(x, mask), self.forward_text(input_ids, attention_mask), scale
 
-    # ---- user API -------------------------------------------------------------------------------
-    def preprocess_pose(self, pose: PoseInput, name: str | None = None) -> np.ndarray:
-        """Any pose input -> (T, P, D) array in this model's layout (max_frames enforced)."""
-        return prepare_pose(pose, self.cfg.pose, name)
+    # ---- the batch functions of PoseTextEncoder's user API -------------------------------------
+    def pose_batch(self, x: np.ndarray, mask: np.ndarray, normalize: bool) -> np.ndarray:
+        """(B, T, F) keypoints and (B, T) mask -> (B, E) float32 (:meth:`encode_pose` and the others)."""
+        x_t, mask_t = torch.from_numpy(x).to(self.device), torch.from_numpy(mask).to(self.device)
+        return self.forward_pose(x_t, mask_t, normalize).float().cpu().numpy()
 
-    @torch.no_grad()
-    def encode_pose(self, poses: PoseInput | Sequence[PoseInput], batch_size: int = 32, normalize: bool = True,
-                    progress: bool | None = None, errors: str = "raise"):
-        """Embed poses (paths, ``.pose`` bytes, ``Pose`` objects or preprocessed arrays) -> (N, E) float32.
+    def text_batch(self, prompts: list[str], normalize: bool) -> np.ndarray:
+        """B prompts -> (B, E) float32 (:meth:`encode_text`)."""
+        tok = self.tokenize(prompts)
+        return self.forward_text(tok["input_ids"], tok["attention_mask"], normalize).float().cpu().numpy()
 
-        Poses are sorted by length and batched; padding does not change any embedding. An unusable pose
-        raises :class:`PoseInputError` naming it; with ``errors="skip"`` it is left out instead and the
-        result is ``(embeddings, skipped)``: (N - len(skipped), E) for the usable poses in input order, and
-        ``{input index: message}`` for the others.
-        """
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"errors: expected 'raise' or 'skip', got {errors!r}")
-        single = not isinstance(poses, (list, tuple))
-        items = [poses] if single else list(poses)
-        arrays, skipped = [], {}
-        for i, pose in enumerate(items):
-            try:
-                arrays.append(self.preprocess_pose(pose))
-            except PoseInputError as e:
-                if errors == "raise":
-                    raise
-                skipped[i] = str(e)
-        out = self.encode_arrays(arrays, batch_size, normalize, progress) if arrays else \
-            np.zeros((0, self.cfg.embed_dim), dtype=np.float32)
-        if errors == "skip":
-            return out, skipped
-        return out[0] if single else out
-
-    @torch.no_grad()
-    def encode_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 32, normalize: bool = True,
-                      progress: bool | None = None) -> np.ndarray:
-        """Embed preprocessed (T_i, P, D) arrays (:meth:`preprocess_pose`) -> (N, E) float32, batched by length."""
-        def encode(idx: np.ndarray) -> np.ndarray:
-            x, mask = pad_poses([arrays[i] for i in idx])  # (B, T, F), (B, T)
-            return self.forward_pose(x.to(self.device), mask.to(self.device), normalize).float().cpu().numpy()
-
-        with evaluating(self):
-            return encode_by_length([a.shape[0] for a in arrays], batch_size, encode, self.cfg.embed_dim, progress,
-                                    "embedding poses")
-
-    @torch.no_grad()
-    def encode_text(self, texts: str | Sequence[str], spoken_language: str | Sequence[str | None] | None = None,
-                    signed_language: str | Sequence[str | None] | None = None, batch_size: int = 64,
-                    normalize: bool = True, progress: bool | None = None) -> np.ndarray:
-        """Embed texts -> (N, E) float32. With languages, each text becomes a prompt ``<en> <ase> text``;
-        a language may be one code for all texts or one per text. Never runs the pose tower."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        if not items:
-            raise TextInputError("texts: empty list")
-        prompts = self.prompts(items, spoken_language, signed_language)
-
-        def encode(idx: np.ndarray) -> np.ndarray:
-            tok = self.tokenize([prompts[i] for i in idx])
-            return self.forward_text(tok["input_ids"], tok["attention_mask"], normalize).float().cpu().numpy()
-
-        with evaluating(self):
-            out = encode_by_length([len(p) for p in prompts], batch_size, encode, self.cfg.embed_dim, progress,
-                                   "embedding texts")
-        return out[0] if single else out
-
-    def prompts(self, texts: Sequence[str], spoken_language=None, signed_language=None) -> list[str]:
-        """The prompts this model would embed for these texts and languages."""
-        return make_prompts(texts, spoken_language, signed_language, template=self.cfg.prompt_template,
-                            known_spoken=self.cfg.spoken_languages, known_signed=self.cfg.signed_languages)
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """No gradients, eval mode (then the mode the model had)."""
+        with torch.no_grad(), evaluating(self):
+            yield
 
 
 def text_options(cfg: ModelConfig) -> dict:

@@ -3,9 +3,11 @@
 ``video_to_pose`` gives the same ``Pose`` as pose-format's ``video_to_pose`` command (legacy Holistic,
 model_complexity 1, 576 points: body 33, face 468, hands 2x21, body world landmarks 33) and keeps the
 video's fps. ``convert_videos`` converts files or folders to ``.pose`` in worker processes, skipping
-videos whose ``.pose`` already exists. mediapipe is imported only when a video is converted, so this
-module (and the video detection used by :func:`signclip.pose.io.read_pose`) works without the extra.
-``signclip pose`` (:mod:`signclip.cli.embedding`) is the command line for :func:`convert_videos`.
+videos whose ``.pose`` already exists; with ``anonymize`` it writes anonymised poses
+(:mod:`signclip.pose.anonymize`) and takes ``.pose`` files as well as videos. mediapipe is imported only
+when a video is converted, so this module (and the video detection used by
+:func:`signclip.pose.io.read_pose`) works without the extra. ``signclip pose`` (:mod:`signclip.cli.embedding`)
+is the command line for :func:`convert_videos`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pose_format import Pose
 
 from signclip.errors import PoseInputError
 from signclip.files import atomic_file
+from signclip.pose.anonymize import anonymize_pose
 
 VideoSource = Union[str, Path, bytes]
 
@@ -152,18 +155,28 @@ def write_pose(pose: Pose, out: str | Path) -> None:
         pose.write(f)
 
 
-def convert_video(video: str | Path, out: str | Path, progress: bool = False) -> int:
-    """Convert one video to a ``.pose`` file; returns its number of frames."""
-    pose = video_to_pose(video, progress=progress)
+def convert_video(video: str | Path, out: str | Path, progress: bool = False, anonymize: str | None = None) -> int:
+    """Convert one video to a ``.pose`` file, anonymised with the appearance ``anonymize`` (``"mean"`` or a
+    ``.pose`` file) when given, which also takes a ``.pose`` file for ``video``; returns its number of frames."""
+    if anonymize and not is_video_path(video):
+        try:
+            pose = Pose.read(Path(video).read_bytes())
+        except OSError as e:
+            raise PoseInputError(f"{video}: cannot read the pose file ({e.strerror or e})") from None
+    else:
+        pose = video_to_pose(video, progress=progress)
+    if anonymize:
+        pose = anonymize_pose(pose, anonymize, str(video))
     write_pose(pose, out)
     return int(pose.body.data.shape[0])
 
 
-def _convert_task(video: str, out: str, progress: bool = False) -> tuple[str, int, str | None, float]:
+def _convert_task(video: str, out: str, progress: bool = False, anonymize: str | None = None
+                  ) -> tuple[str, int, str | None, float]:
     """Worker: (video, frames, error message or None, seconds)."""
     start = time.perf_counter()
     try:
-        return video, convert_video(video, out, progress), None, time.perf_counter() - start
+        return video, convert_video(video, out, progress, anonymize), None, time.perf_counter() - start
     except Exception as e:  # reported in the summary; other videos go on
         msg = str(e) if isinstance(e, PoseInputError) else f"{video}: {type(e).__name__}: {e}"
         return video, 0, msg, time.perf_counter() - start
@@ -191,28 +204,39 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
-def plan_conversions(source: str | Path, out: str | Path) -> list[tuple[Path, Path]]:
-    """(video, .pose) pairs: a folder's videos (recursively) mirrored under ``out``, or one video
-    to ``out`` (a ``.pose`` path, or a folder that receives ``<stem>.pose``)."""
+def plan_conversions(source: str | Path, out: str | Path, poses: bool = False) -> list[tuple[Path, Path]]:
+    """(video, .pose) pairs: a folder's videos (recursively; with ``poses`` its ``.pose`` files too) mirrored
+    under ``out``, or one file to ``out`` (a ``.pose`` path, or a folder that receives ``<stem>.pose``)."""
     source, out = Path(source), Path(out)
+
+    def wanted(p: Path) -> bool:
+        return p.is_file() and (is_video_path(p) or (poses and p.suffix.lower() == ".pose"))
+
     if source.is_dir():
-        videos = sorted(p for p in source.rglob("*") if p.is_file() and is_video_path(p))
-        return [(v, (out / v.relative_to(source)).with_suffix(".pose")) for v in videos]
-    if not source.is_file():
+        pairs = [(v, (out / v.relative_to(source)).with_suffix(".pose")) for v in sorted(source.rglob("*"))
+                 if wanted(v)]
+    elif source.is_file():
+        pairs = [(source, out if out.suffix == ".pose" else out / f"{source.stem}.pose")]
+    else:
         raise PoseInputError(f"{source}: no such video file or folder")
-    return [(source, out if out.suffix == ".pose" else out / f"{source.stem}.pose")]
+    same = next((src for src, dst in pairs if dst.resolve() == src.resolve()), None)
+    if same is not None:
+        raise PoseInputError(f"{same}: the output would overwrite the input; write to another folder")
+    return pairs
 
 
 def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | Path | None = None,
-                   workers: int = 1, overwrite: bool = False, progress: bool = True) -> ConversionSummary:
-    """Convert a video or a folder of videos to ``.pose`` files under ``out``.
+                   workers: int = 1, overwrite: bool = False, progress: bool = True,
+                   anonymize: str | None = None) -> ConversionSummary:
+    """Convert a video or a folder of videos to ``.pose`` files under ``out``; with ``anonymize`` (``"mean"``
+    or an appearance ``.pose`` file) the poses are anonymised, and ``.pose`` files are taken too.
 
     Videos whose ``.pose`` exists are skipped (resumable) unless ``overwrite``; ``workers`` > 1 runs
     that many processes. Failures are collected in the summary, never raised.
     """
     from tqdm import tqdm
 
-    pairs = list(source) if out is None else plan_conversions(source, out)  # type: ignore[arg-type]
+    pairs = list(source) if out is None else plan_conversions(source, out, poses=bool(anonymize))  # type: ignore
     summary = ConversionSummary()
     todo, targets = [], {}
     for video, pose_path in pairs:
@@ -223,7 +247,7 @@ def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | 
         else:
             todo.append((str(video), str(pose_path)))
         targets.setdefault(pose_path, video)
-    if todo:
+    if any(is_video_path(video) for video, _ in todo):
         _holistic()  # fail once, early, when the extra is missing
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", desc="video -> pose", disable=not progress or len(todo) < 2)
@@ -242,10 +266,10 @@ def convert_videos(source: str | Path | Iterable[tuple[Path, Path]], out: str | 
     workers = max(1, min(workers, len(todo)))
     if workers == 1:
         for task in todo:  # one video alone: a bar over its frames
-            record(_convert_task(*task, progress=progress and len(todo) == 1))
+            record(_convert_task(*task, progress=progress and len(todo) == 1, anonymize=anonymize))
     else:  # spawn: mediapipe's threads do not survive fork
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(_convert_task, *task) for task in todo]):
+            for future in as_completed([pool.submit(_convert_task, *task, anonymize=anonymize) for task in todo]):
                 record(future.result())
     bar.close()
     summary.seconds = time.perf_counter() - start

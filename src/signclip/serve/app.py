@@ -28,7 +28,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from signclip.errors import PoseInputError, SignCLIPInputError
-from signclip.serve.batching import QueueFull
+from signclip.serve.budget import BudgetExhausted
+from signclip.serve.dynamic_batching import QueueFull
 from signclip.serve.schemas import (
     EmbeddingResponse,
     ErrorResponse,
@@ -113,6 +114,7 @@ def add_error_handlers(app: FastAPI) -> None:
         ValidationError: lambda e: _error(422, _validation_message(e), "ValidationError"),
         RequestValidationError: lambda e: _error(422, _validation_message(e), "ValidationError"),
         QueueFull: lambda e: _error(503, str(e), "Busy"),
+        BudgetExhausted: lambda e: _error(503, str(e), "Busy"),
         StarletteHTTPException: lambda e: JSONResponse({"detail": e.detail, "error": "HTTPError"},
                                                        status_code=e.status_code, headers=getattr(e, "headers", None)),
     }
@@ -158,19 +160,19 @@ def embedding_response(emb: np.ndarray, extra: dict | None = None) -> JSONRespon
 def add_embed_routes(app: FastAPI, svc: Service) -> None:
     """``/api/embed/text`` and ``/api/embed/pose``, on POST and (for reference clients) GET."""
     async def embed_text(request: Request):
-        body = await svc.read_body(request)
-        if request.method == "GET" and not body.strip():  # GET ?text=a&text=b&spoken_language=en
-            q = request.query_params
-            payload = TextRequest(text=q.getlist("text") or None, spoken_language=q.get("spoken_language"),
-                                  signed_language=q.get("signed_language"))
-        else:
-            payload = TextRequest.model_validate(svc.parse_json(body, _content_type(request)))
-        prompts = svc.prompts(payload.items(), payload.spoken_language, payload.signed_language)
-        return embedding_response(await svc.embed_texts(prompts), {"prompts": prompts})
+        async with svc.request_body(request) as body:
+            if request.method == "GET" and not body.strip():  # GET ?text=a&text=b&spoken_language=en
+                q = request.query_params
+                payload = TextRequest(text=q.getlist("text") or None, spoken_language=q.get("spoken_language"),
+                                      signed_language=q.get("signed_language"))
+            else:
+                payload = TextRequest.model_validate(svc.parse_json(body, _content_type(request)))
+            prompts = svc.prompts(payload.items(), payload.spoken_language, payload.signed_language)
+            return embedding_response(await svc.embed_texts(prompts), {"prompts": prompts})
 
     async def embed_pose(request: Request):
-        body = await svc.read_body(request)
-        return embedding_response(await svc.embed_arrays(await svc.pose_arrays(request, body)))
+        async with svc.request_body(request) as body:
+            return embedding_response(await svc.embed_arrays(await svc.pose_arrays(request, body)))
 
     for method in ("POST", "GET"):
         doc = "Reference-client compatible GET (JSON body or ?text=...)." if method == "GET" else ""
@@ -185,9 +187,8 @@ def add_embed_routes(app: FastAPI, svc: Service) -> None:
 
 def add_search_route(app: FastAPI, svc: Service) -> None:
     """``/api/search``: a text or a pose against the loaded index."""
-    async def parse(request: Request) -> tuple[SearchRequest, list[np.ndarray] | None]:
+    async def parse(request: Request, body: bytes) -> tuple[SearchRequest, list[np.ndarray] | None]:
         """The search request and, for a pose query, its preprocessed pose (multipart or JSON body)."""
-        body = await svc.read_body(request)
         ctype = _content_type(request)
         if ctype == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=20)
@@ -203,18 +204,19 @@ def add_search_route(app: FastAPI, svc: Service) -> None:
         if svc.index is None:
             raise ApiError(409, "this server has no index; start it with `signclip serve MODEL --index DIR`",
                            "NoIndex")
-        req, arrays = await parse(request)
-        if arrays is None:
-            prompts = svc.prompts([req.text], req.spoken_language, req.signed_language)
-            query = {"modality": "text", "text": req.text, "prompt": prompts[0]}
-            emb = await svc.embed_texts(prompts)
-            target = req.target or "pose"
-        else:
-            if len(arrays) != 1:
-                raise PoseInputError(f"pose: search takes one pose, got {len(arrays)}")
-            query = {"modality": "pose", "frames": int(arrays[0].shape[0])}
-            emb = await svc.embed_arrays(arrays)
-            target = req.target or ("text" if svc.index.sizes().get("text") else "pose")
+        async with svc.request_body(request) as body:
+            req, arrays = await parse(request, body)
+            if arrays is None:
+                prompts = svc.prompts([req.text], req.spoken_language, req.signed_language)
+                query = {"modality": "text", "text": req.text, "prompt": prompts[0]}
+                emb = await svc.embed_texts(prompts)
+                target = req.target or "pose"
+            else:
+                if len(arrays) != 1:
+                    raise PoseInputError(f"pose: search takes one pose, got {len(arrays)}")
+                query = {"modality": "pose", "frames": int(arrays[0].shape[0])}
+                emb = await svc.embed_arrays(arrays)
+                target = req.target or ("text" if svc.index.sizes().get("text") else "pose")
         if target not in ("pose", "text"):
             raise ApiError(422, f"target: must be 'pose' or 'text', got {target!r}", "ValidationError")
         try:
@@ -230,8 +232,8 @@ def add_pose_routes(app: FastAPI, svc: Service) -> None:
               openapi_extra=_doc_body(PoseRequest, multipart=True))
     async def pose_keypoints(request: Request):
         """The preprocessed (shoulder-normalised, resampled) keypoints of one pose, for drawing."""
-        body = await svc.read_body(request)
-        arrays = await svc.pose_arrays(request, body)
+        async with svc.request_body(request) as body:
+            arrays = await svc.pose_arrays(request, body)
         return JSONResponse(keypoints_payload(arrays[0], svc))
 
     @app.get("/api/index/pose/{item}/keypoints", tags=["pose"], responses=ERRORS)

@@ -17,7 +17,8 @@ from signclip.serve.service import ServeSettings
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request line and headers have not arrived within
     ``header_timeout`` seconds of connecting or of its previous response (uvicorn has no such timeout, so
-    half-open and trickling connections would stay open forever)."""
+    half-open and trickling connections would stay open forever). The rest of a body the route answered
+    without reading it (a 404, 405, 401 or 413) still arriving then counts as waiting too."""
 
     header_timeout = 10.0
 
@@ -34,8 +35,13 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._cycle += 1
         self.loop.call_later(self.header_timeout, self._expire, self._cycle)
 
+    def _unread_body(self) -> bool:
+        """Whether the client is still sending the body of a request that has been answered."""
+        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.SEND_BODY
+
     def _expire(self, cycle: int) -> None:
-        if cycle == self._cycle and self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        waiting = self.conn.their_state is h11.IDLE or self._unread_body()
+        if cycle == self._cycle and waiting and not self.transport.is_closing():
             self.transport.close()
 
 
@@ -53,9 +59,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def serve(model_dir: str, index_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          settings: ServeSettings | None = None, log_level: str = "info") -> None:
-    """Load a saved model (and index) and serve it until interrupted."""
+def build_server(model_dir: str, index_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+                 settings: ServeSettings | None = None, log_level: str = "info") -> uvicorn.Server:
+    """Load a saved model (and index) and make the server that serves it; a missing or damaged model or
+    index fails here, before anything listens."""
     from signclip.models.signclip import load
 
     index = None
@@ -65,7 +72,13 @@ def serve(model_dir: str, index_dir: str | None = None, host: str = "127.0.0.1",
         index = SearchIndex.load(index_dir)
     settings = settings or ServeSettings()
     app = create_app(load(model_dir), index, settings)
-    uvicorn.Server(server_config(app, host, port, settings, log_level)).run()
+    return uvicorn.Server(server_config(app, host, port, settings, log_level))
+
+
+def serve(model_dir: str, index_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          settings: ServeSettings | None = None, log_level: str = "info") -> None:
+    """Load a saved model (and index) and serve it until interrupted."""
+    build_server(model_dir, index_dir, host, port, settings, log_level).run()
 
 
 class ServerThread:

@@ -8,6 +8,8 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +22,8 @@ from signclip.errors import PoseInputError, TextInputError
 from signclip.pose.layout import get_layout
 from signclip.pose.preprocess import prepare_pose
 from signclip.pose.video import is_video_bytes, video_to_pose
-from signclip.serve.batching import DynamicBatcher
+from signclip.serve.budget import MemoryBudget, Reservation
+from signclip.serve.dynamic_batching import DynamicBatcher
 from signclip.serve.schemas import PoseRequest, records
 
 
@@ -29,6 +32,7 @@ class ServeSettings:
     """Limits, batching and access of the service."""
 
     max_upload_bytes: int = 50 * 1024 * 1024  # whole request body
+    memory_budget_bytes: int = 1024 * 1024 * 1024  # requests in flight together (bodies and their parsing)
     max_frames: int | None = None  # frames the model sees (longer poses resampled); default: the model's
     max_items: int = 256  # texts or poses per request
     max_k: int = 1000
@@ -70,6 +74,7 @@ class Service:
         if index is not None:
             index.check_model(model)
         self.data_root = data_root(index)
+        self.budget = MemoryBudget(self.settings.memory_budget_bytes)
 
     # ---- model calls (run in the batcher threads) ----------------------------------------------
     def _embed_prompts(self, prompts: list[str]) -> np.ndarray:
@@ -109,9 +114,12 @@ class Service:
             raise PoseInputError(f"{name}: not a numeric (frames, points, dims) array ({e})") from None
         return prepare_pose(x, self.pose_cfg, name)
 
-    async def read_body(self, request: Request) -> bytes:
-        """The request body within this service's size and time limits."""
-        return await read_body(request, self.settings.max_upload_bytes, self.settings.read_timeout_s)
+    @asynccontextmanager
+    async def request_body(self, request: Request) -> AsyncIterator[bytes]:
+        """The request body within this service's size and time limits; its share of the memory budget is
+        held for the block (while the body is parsed, preprocessed and embedded)."""
+        async with self.budget.reservation() as held:
+            yield await read_body(request, self.settings.max_upload_bytes, self.settings.read_timeout_s, held)
 
     def results(self, table) -> list[dict]:
         """Search results as JSON rows; pose paths relative to the indexed data's folder, never absolute."""
@@ -182,6 +190,8 @@ class Service:
             value = json.loads(body)
         except (UnicodeDecodeError, ValueError) as e:
             raise ApiError(400, f"body: not valid JSON ({e})", "BadJSON") from None
+        except RecursionError:
+            raise ApiError(400, "body: JSON nested too deeply", "BadJSON") from None
         if not isinstance(value, dict):
             raise ApiError(400, "body: expected a JSON object", "BadJSON")
         return value
@@ -195,18 +205,24 @@ def depth(value: Any) -> int:
     return d
 
 
-async def read_body(request: Request, limit: int, timeout: float = 30.0) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float = 30.0, held: Reservation | None = None) -> bytes:
     """The request body; 413 as soon as it exceeds ``limit`` bytes (also without Content-Length), 408 when it
-    has not arrived within ``timeout`` seconds (a trickled body does not hold the server)."""
+    has not arrived within ``timeout`` seconds (a trickled body does not hold the server). With ``held``, the
+    body's share of the memory budget is reserved first (from Content-Length, else chunk by chunk) within the
+    same time; :class:`~signclip.serve.budget.BudgetExhausted` (503) when it is not free by then."""
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "TooLarge")
+    declared = int(length) if length and length.isdigit() else None
+    if declared is not None and declared > limit:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes", "TooLarge")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    if held is not None and declared:
+        await held.grow(declared, deadline)
     chunks, size = [], 0
     stream = request.stream().__aiter__()
-    deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - loop.time()))
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
@@ -214,6 +230,8 @@ async def read_body(request: Request, limit: int, timeout: float = 30.0) -> byte
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "TooLarge")
+        if held is not None and declared is None:
+            await held.grow(len(chunk), deadline)
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # starlette re-reads the cached body for request.form()

@@ -15,14 +15,15 @@ import json
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 
-from signclip.errors import DamagedFileError, RunLockedError
+from signclip.errors import DamagedFileError, RunLockedError, refused_pickle
 from signclip.files import recover_dir, replacing_dir
 from signclip.models.signclip import SignCLIP
 
@@ -47,8 +48,8 @@ def run_lock(out: Path) -> Iterator[None]:
 
 
 def save_checkpoint(model: SignCLIP, path: Path, state: dict) -> None:
-    """Write the model and the trainer state to ``path`` crash-safely; the checkpoint it replaces stays as
-    ``previous`` beside it."""
+    """Write the model (anything with ``write(folder)``, e.g. a task model) and the trainer state to ``path``
+    crash-safely; the checkpoint it replaces stays as ``previous`` beside it."""
     with replacing_dir(path, keep_previous=path.with_name("previous")) as tmp:
         model.write(tmp)
         torch.save(state, tmp / STATE)
@@ -59,9 +60,10 @@ def has_checkpoint(path: Path) -> bool:
     return (path / STATE).exists() or (path.with_name("previous") / STATE).exists()
 
 
-def load_checkpoint(path: Path, device: torch.device) -> tuple[SignCLIP, dict]:
-    """The model and trainer state of ``path`` (``checkpoints/last``), or of ``previous`` beside it with a
-    warning when ``last`` is missing or damaged."""
+def load_checkpoint(path: Path, device: torch.device, loader: Callable[[Path], Any] = SignCLIP.load
+                    ) -> tuple[Any, dict]:
+    """The model (read by ``loader``) and trainer state of ``path`` (``checkpoints/last``), or of ``previous``
+    beside it with a warning when ``last`` is missing or damaged."""
     errors = []
     for candidate in (path, path.with_name("previous")):
         if not (candidate / STATE).exists():
@@ -69,7 +71,7 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[SignCLIP, dict]:
             continue
         try:
             state = load_trainer_state(candidate / STATE, device)
-            model = SignCLIP.load(candidate)
+            model = loader(candidate)
         except DamagedFileError as e:
             errors.append(str(e))
             continue
@@ -85,7 +87,10 @@ def load_trainer_state(path: Path, device: torch.device) -> dict:
     """``trainer_state.pt`` without unpickling arbitrary objects (tensors, numbers, strings, containers)."""
     try:
         return torch.load(path, weights_only=True, map_location=device)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except pickle.UnpicklingError as e:
+        raise DamagedFileError(f"{path}: refused: {refused_pickle(e)}, and signclip unpickles only tensors, "
+                               "numbers, strings and containers") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DamagedFileError(f"{path}: not a trainer state signclip can read ({reason})") from None
 

@@ -195,8 +195,7 @@ class Trainer:
             sync = micro + 1 == cfg.grad_accum or not self.env.distributed
             with nullcontext() if sync else net.no_sync():
                 with autocast:
-                    loss, parts = net(x.to(device, non_blocking=True), mask.to(device, non_blocking=True),
-                                      self.model.tokenize(prompts), ids.to(device, non_blocking=True))
+                    loss, parts = self.batch_loss(net, x, mask, prompts, ids)
                 (loss / cfg.grad_accum).backward()
             micro += 1
             if micro < cfg.grad_accum:
@@ -215,6 +214,14 @@ class Trainer:
             if self.step >= self.total_steps:
                 break
 
+    def batch_loss(self, net: nn.Module, x: torch.Tensor, mask: torch.Tensor, prompts: list[str],
+                   ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one micro-batch and its named parts: ``net`` (the objective, maybe DDP-wrapped) on the
+        batch on this rank's device, the prompts tokenised. (B, T, F) poses, (B, T) mask, (B,) prompt ids."""
+        device = self.env.device
+        return net(x.to(device, non_blocking=True), mask.to(device, non_blocking=True), self.model.tokenize(prompts),
+                   ids.to(device, non_blocking=True))
+
     def optimizer_step(self, epoch: int, loss: torch.Tensor, parts: dict, start: float) -> dict:
         """Clip, step the optimiser, the schedule and the EMA; the step's log row."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.cfg.grad_clip)
@@ -224,9 +231,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
+        scale = getattr(self.model, "logit_scale", None)  # a contrastive model's temperature
         return {"step": self.step, "epoch": epoch, "loss": loss.item(), **parts, "lr": self.scheduler.get_last_lr()[0],
-                "temperature": float(1 / self.model.logit_scale.detach().exp()), "grad_norm": float(grad_norm),
-                "time": time.time() - start}
+                **({} if scale is None else {"temperature": float(1 / scale.detach().exp())}),
+                "grad_norm": float(grad_norm), "time": time.time() - start}
 
     def validate(self, row: dict, bar: tqdm) -> None:
         """Rank 0: retrieval metrics of the kept weights on the validation split; remember the best."""
@@ -275,7 +283,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from ``checkpoints/last``: weights, optimiser, schedule, step, best so far, EMA, heads."""
-        loaded, state = load_checkpoint(self.last, self.env.device)
+        loaded, state = load_checkpoint(self.last, self.env.device, type(self.model).load)
         self.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

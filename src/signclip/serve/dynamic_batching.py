@@ -37,7 +37,8 @@ class DynamicBatcher:
     def submit(self, items: Sequence[Any]) -> list[Future]:
         """Queue items; one future per item. Raises :class:`QueueFull` without queueing any if full."""
         if self.queue.qsize() + len(items) > self.queue.maxsize:
-            raise QueueFull(f"server busy: {self.queue.qsize()} items queued (limit {self.queue.maxsize})")
+            raise QueueFull(f"server busy: {self.queue.qsize()} items queued, {len(items)} more would pass the "
+                            f"limit of {self.queue.maxsize}; try again later")
         futures = []
         for item in items:
             f: Future = Future()
@@ -80,6 +81,8 @@ class DynamicBatcher:
             batch = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
             if not batch:
                 continue
+            self.batches += 1  # counted before any caller has its answer (and may read the counts)
+            self.items += len(batch)
             try:
                 results = self.fn([item for item, _ in batch])
                 for (_, f), r in zip(batch, results):
@@ -88,8 +91,6 @@ class DynamicBatcher:
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(e)
-            self.batches += 1
-            self.items += len(batch)
 
     def close(self) -> None:
         self._stop.set()
