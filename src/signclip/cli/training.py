@@ -68,8 +68,9 @@ def train_cmd(
     base = json.loads(config.read_text()) if config else {}
     sources = data or ["lexicon"]
     options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
-               "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every, "split_by": split_by,
-               "source_weights": parse_weights(source_weight) if source_weight else None, "refit_statistics": True if refit_stats else None}
+               "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
+               "split_by": split_by, "refit_statistics": True if refit_stats else None,
+               "source_weights": parse_weights(source_weight) if source_weight else None}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
     cfg = chosen.train_config(**{**base, **{k: v for k, v in options.items() if v is not None}})
