@@ -104,6 +104,8 @@ def measure(run: Path, seed: int) -> dict:
 
     model = sc.load(run / "best")
     splits = load_manifest(run / "splits.csv")
+    if "source" in splits.columns:  # trained with other sources too: measure on the fold's own rows
+        splits = splits[splits["source"] == splits["source"].iloc[0]]
     test_arrays, test, _ = load_arrays(splits[splits["split"] == "test"], model.cfg.pose, progress=False)
     gal_arrays, gallery, _ = load_arrays(splits[splits["split"].isin(["train", "validation"])], model.cfg.pose,
                                          progress=False)
