@@ -35,6 +35,7 @@ def cli_run(tmp_path_factory, lexicon):
     result = invoke("train", tmp / "manifest.csv", "--out", run, "--model", tmp / "model.json",
                     "--epochs", 1, "--batch-size", 8)
     assert "best model" in result.output
+    assert "regime: few-shot (median 1 training clips per text, <= 10): 1 epochs" in result.output
     return tmp, run
 
 

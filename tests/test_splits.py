@@ -22,23 +22,25 @@ def test_rows_marked_test_are_exactly_the_test_set():
     assert set(out.loc[df["split"].isna(), "split_origin"]) == {"random"}
 
 
-def test_validation_holds_unseen_signers_when_the_test_set_does():
-    """Test rows of a signer absent from the other rows: validation is whole signers too (never all of them)."""
+def test_validation_is_drawn_from_the_training_signers_when_the_test_signers_are_unseen():
+    """Holding a whole signer out for validation cost 0.05 1-NN on unseen traduttore signers (RESULTS.md):
+    validation rows are drawn at random; unseen_group() tells that the test signers are unseen."""
     df = table()
     df.loc[df["signer"] == "s0", "split"] = "test"
+    assert unseen_group(df) == "signer"
     out = ensure_split(df)
     assert (out["split"] == "test").sum() == 10 and set(out.loc[out["split"] == "test", "signer"]) == {"s0"}
     val, train = (set(out.loc[out["split"] == s, "signer"]) for s in ("validation", "train"))
-    assert val and train and not val & train and "s0" not in val | train
-    assert set(out.loc[df["split"].isna(), "split_origin"]) == {"by signer (the test signers are unseen in the rest)"}
+    assert val and val <= train and "s0" not in val | train
+    assert set(out.loc[df["split"].isna(), "split_origin"]) == {"random"}
 
 
-def test_unseen_sessions_of_one_signer():
-    """One person recorded in sessions, one session held out: validation is a whole session."""
+def test_unseen_sessions_of_one_signer_validated_by_session_when_asked():
+    """One person recorded in sessions, one session held out; --split-by session: validation is a whole session."""
     df = table(n=50, signers=1).assign(session=[f"k{i % 5}" for i in range(50)])
     df.loc[df["session"] == "k2", "split"] = "test"
     assert unseen_group(df) == "session"
-    out = ensure_split(df)
+    out = ensure_split(df, group="session")
     val, train = (set(out.loc[out["split"] == s, "session"]) for s in ("validation", "train"))
     assert len(val) == 1 and not val & train and "k2" not in val | train
 

@@ -170,3 +170,38 @@ def test_frozen_parameters_stay_at_their_initial_values(small_splits, tmp_path):
     with pytest.raises(ValueError, match=r"frozen_parameters: \['pose.nothing'\] match no parameter"):
         train(signclip.create_model("tiny"), fresh_splits(small_splits),
               TrainConfig(steps=1, frozen_parameters=["pose.nothing"]), tmp_path / "run2", progress=False)
+
+
+def test_kept_weights_are_the_latest_not_clearly_worse_than_the_best():
+    """A saturated validation keeps the later weights; a decline beyond two standard errors keeps those before."""
+    from signclip.training.loop import clearly_worse
+
+    def kept(scores: list[float], n: int) -> int:  # the Trainer's rule over a run's validations
+        best, keep = -float("inf"), -1
+        for i, value in enumerate(scores):
+            best = max(best, value)
+            keep = keep if clearly_worse(value, best, n) else i
+        return keep
+
+    assert kept([0.5, 0.9, 0.99, 0.99, 0.985, 0.99], n=200) == 5  # plateau with noise: the last
+    assert kept([0.5, 0.9, 0.99, 0.99, 0.90, 0.88], n=200) == 3  # over-trained: before the decline
+    assert kept([0.5, 1.0, 1.0, 0.9933], n=150) == 3  # one pose of 150 is noise even at a perfect score
+    assert kept([0.2, 0.4, 0.39], n=0) == 1  # not a rate: any amount below is worse
+    assert clearly_worse(0.80, 0.90, 210) and not clearly_worse(0.87, 0.90, 210)
+
+
+def test_retrain_trains_again_on_all_rows_for_the_chosen_length(lexicon, tmp_path):
+    """TrainConfig.retrain: validation on a held-out signer chooses the length, then training + validation rows
+    train again from the same initial weights (RUN/selection keeps the choosing run)."""
+    data = lexicon.sample(36, random_state=3).reset_index(drop=True)
+    data["signer"] = [f"s{i % 4}" for i in range(36)]
+    data.loc[data["signer"] == "s3", "split"] = "test"
+    cfg = signclip.get_model_config("tiny", pose_layers=1, freeze_text=True)
+    train_cfg = TrainConfig(steps=4, batch_size=4, eval_every=2, ema_decay=0.0, retrain=True, split_by="signer")
+    _, splits, summary = fit(data, cfg, train_cfg, tmp_path / "run", progress=False)
+    selection = summary["selection"]
+    assert (tmp_path / "run" / "selection" / "best").exists() and selection["best_step"] in (2, 4)
+    chosen = pd.read_csv(tmp_path / "run" / "splits.csv")
+    n_train, n_val = (int((chosen["split"] == s).sum()) for s in ("train", "validation"))
+    assert len(splits["train"].arrays) == n_train + n_val and len(splits["validation"].arrays) == 0
+    assert summary["steps"] == max(1, round(selection["best_step"] * (n_train + n_val) / n_train))

@@ -49,6 +49,9 @@ def train_cmd(
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
+    retrain: bool = typer.Option(False, "--retrain", help="after validation chose the length, train again on the "
+                                 "training + validation rows for that length (with --split-by: validation on "
+                                 "held-out signers, without losing them)"),
     source_weight: Optional[list[str]] = typer.Option(None, "--source-weight", help="NAME=FACTOR: draw each row of "
                                                       "that source FACTOR times per epoch (several sources; "
                                                       "repeatable)"),
@@ -69,7 +72,7 @@ def train_cmd(
     sources = data or ["lexicon"]
     options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
                "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
-               "split_by": split_by, "refit_statistics": True if refit_stats else None,
+               "split_by": split_by, "retrain": retrain or None, "refit_statistics": True if refit_stats else None,
                "source_weights": parse_weights(source_weight) if source_weight else None}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps

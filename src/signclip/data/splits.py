@@ -9,8 +9,10 @@ it). Its rules, which users can rely on:
   into train / validation / test when no row is marked test, into train / validation otherwise;
 * with ``group``, a group never spans the test set and another split: rows without a split whose group
   has test rows are left out (``split`` "excluded");
-* when the test rows are unseen signers or sessions (their ``signer`` or ``session`` values never occur in
-  the other rows), validation is whole signers / sessions too, like the test set (:func:`unseen_group`);
+* validation rows are drawn at random from the training rows, or by ``group`` when given: holding a whole
+  signer or session out for validation when there are only a few of them costs more than the validation
+  is worth (benchmarks/RESULTS.md, generalisation); :func:`unseen_group` tells when the test set is unseen
+  signers / sessions so training can say so;
 * whole groups are chosen at random to hold about each fraction of the rows (at least one group, never all);
 * when no row ends up in validation, a validation set is carved out of the training rows, by ``group``
   when the training rows have at least two groups, else at random;
@@ -135,17 +137,14 @@ def ensure_one_source(df: pd.DataFrame, val_fraction: float, test_fraction: floa
         leak = blank & df[group].astype(str).isin(test_groups)
         df.loc[leak, ["split", ORIGIN]] = ["excluded", f"excluded: its {group} is in the test set"]
         blank &= ~leak
-    unseen = group or unseen_group(df)  # validation like the test set: unseen signers / sessions
     if blank.any():
         has_test = (df["split"] == "test").any()
-        by = unseen if has_test else group
         part = split_dataset(df[blank].assign(split=None), val_fraction, 0.0 if has_test else test_fraction, seed,
-                             by)
+                             group)
         df.loc[blank, "split"] = part["split"]
-        df.loc[blank, ORIGIN] = (f"by {by}" + ("" if by == group else f" (the test {by}s are unseen in the rest)")
-                                 if by else "random")
+        df.loc[blank, ORIGIN] = f"by {group}" if group else "random"
     if not (df["split"] == "validation").any() and val_fraction > 0:
-        df = carve_validation(df, val_fraction, seed, unseen)
+        df = carve_validation(df, val_fraction, seed, group)
     return df
 
 

@@ -18,6 +18,7 @@ from signclip.data.arrays import SplitData, load_split, table_prompts
 from signclip.data.manifests import load_manifest
 from signclip.data.shards import ShardSplit
 from signclip.data.splits import SPLITS, ensure_split, split_summary, validation_group
+from signclip.training.regime import regime_lines
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
@@ -65,6 +66,7 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: 
             write_text(splits_csv, data.to_csv(index=False))
             if progress:
                 print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
+                print("\n".join(regime_lines(data, train_cfg)), flush=True)
         model = new_model(model_cfg, train_cfg.seed)
         splits = prepare_splits(data, model, train_cfg, progress)
         if not (train_cfg.retrain and len(splits["validation"].arrays) > 1):

@@ -109,6 +109,20 @@ def batch_source(model: SignCLIP, train_data: SplitData | ShardSplit, cfg: Train
     return ShardSource.for_model(train_data, model, cfg, env)
 
 
+def clearly_worse(value: float, best: float, n: int) -> bool:
+    """Whether a validation score is clearly below the best so far: by more than two binomial standard errors
+    of a rate measured on ``n`` poses (``n`` = 0: any amount below).
+
+    The rule that picks the kept weights: the latest ones not clearly worse than the best. While validation
+    saturates (the same score, or noise around it, for a long stretch) the later weights win — on the logged
+    test curves of unseen signers they never did worse — but once validation declines beyond its noise, the
+    weights before the decline are kept, not the over-trained ones."""
+    if n <= 0:
+        return value < best
+    p = min(max(best, 1 / n), 1 - 1 / n)  # a perfect score still has the noise of one pose
+    return best - value > 2 * math.sqrt(p * (1 - p) / n)
+
+
 class Trainer:
     """One training run of ``model`` on ``splits`` into ``out_dir`` (see the module docstring)."""
 
@@ -250,8 +264,11 @@ class Trainer:
         self.model.train()
         higher_is_better = "MedianR" not in self.cfg.best_metric
         value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
-        if value >= self.best:  # a tie keeps the later (longer-trained) weights; written with the next checkpoint
-            self.best, self.best_metrics, self.best_step = value, metrics, self.step
+        self.best = max(self.best, value)  # the best validation score so far
+        rate = "R@" in self.cfg.best_metric or "accuracy" in self.cfg.best_metric
+        if not clearly_worse(value, self.best, len(validation.arrays) if rate else 0):
+            # the latest weights not clearly worse than the best are kept; written with the next checkpoint
+            self.best_metrics, self.best_step = metrics, self.step
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
 
