@@ -18,12 +18,12 @@ from signclip.data.arrays import SplitData, load_split, table_prompts
 from signclip.data.manifests import load_manifest
 from signclip.data.shards import ShardSplit
 from signclip.data.splits import SPLITS, ensure_split, split_summary, validation_group
-from signclip.training.regime import regime_lines
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
 from signclip.training.distributed import barrier, broadcast_object, init_distributed, resolve_device
 from signclip.training.loop import train
+from signclip.training.regime import regime_lines
 
 
 def prepare_splits(df: pd.DataFrame, model: SignCLIP, cfg: TrainConfig, progress: bool = True) -> dict[str, SplitData]:
