@@ -45,7 +45,7 @@ from signclip.training import fit
 
 HERE = Path(__file__).parent
 QUICKSTART_TRAIN = get_recipe("quickstart").train
-SECTION = "## Ablation (issue 6)"
+SECTION = "## Ablation"
 # name -> (model config, model overrides, train overrides)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "contrastive": ("tiny", {}, {}),
