@@ -21,7 +21,7 @@ from signclip.data.splits import SPLITS, ensure_split, split_summary, validation
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
-from signclip.training.distributed import barrier, broadcast_object, init_distributed, resolve_device
+from signclip.training.distributed import barrier, broadcast_object, init_distributed, is_main, resolve_device
 from signclip.training.loop import train
 from signclip.training.regime import regime_lines
 
@@ -49,24 +49,31 @@ def reload_best(out: Path, splits: dict, cfg: TrainConfig) -> SignCLIP:
     return best
 
 
+def run_splits(data: pd.DataFrame, cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> pd.DataFrame:
+    """The run's split table: OUT/splits.csv when resuming, else :func:`ensure_split`; rank 0 saves it and prints
+    what decided each split."""
+    splits_csv = out / "splits.csv"
+    if broadcast_object(resume and splits_csv.exists()):
+        data = load_manifest(splits_csv)
+    else:
+        data = ensure_split(data, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.split_by)
+    barrier()  # every rank has read splits.csv before rank 0 rewrites it
+    if is_main():
+        write_text(splits_csv, data.to_csv(index=False))
+        if progress:
+            print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
+    return data
+
+
 def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: TrainConfig, out_dir: str | Path,
         resume: bool = True, progress: bool = True) -> tuple[SignCLIP, dict[str, SplitData], dict]:
     """Split, preprocess, train, and reload the best model; returns it, the splits and the run summary."""
     env = init_distributed(train_cfg.device)
     out = Path(out_dir)
     with run_lock(out) if env.is_main else nullcontext():
-        splits_csv = out / "splits.csv"
-        if broadcast_object(resume and splits_csv.exists()):
-            data = load_manifest(splits_csv)
-        else:
-            data = ensure_split(data, train_cfg.val_fraction, train_cfg.test_fraction, train_cfg.seed,
-                                train_cfg.split_by)
-        barrier()  # every rank has read splits.csv before rank 0 rewrites it
-        if env.is_main:
-            write_text(splits_csv, data.to_csv(index=False))
-            if progress:
-                print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
-                print("\n".join(regime_lines(data, train_cfg)), flush=True)
+        data = run_splits(data, train_cfg, out, resume, progress)
+        if env.is_main and progress:
+            print("\n".join(regime_lines(data, train_cfg)), flush=True)
         model = new_model(model_cfg, train_cfg.seed)
         splits = prepare_splits(data, model, train_cfg, progress)
         if not (train_cfg.retrain and len(splits["validation"].arrays) > 1):
