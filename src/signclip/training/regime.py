@@ -2,9 +2,9 @@
 many) and whether the test set holds signers / sessions that training never sees.
 
 The default recipe serves both regimes; what differs is measured in ``benchmarks/generalisation.py``
-(benchmarks/RESULTS.md): with few clips per word the recipe's ``min_steps`` keeps the run long enough (a 200-step
-schedule lost 0.09 1-NN), and the few-shot alternatives tried (masked pose modelling, shorter schedules) did not
-beat it on the worst fold and the mean.
+(benchmarks/RESULTS.md): with few clips per word the recipe's ``min_steps`` keeps the run long enough (without it,
+72-180 steps, the few-shot folds lost 0.09 1-NN), and the few-shot alternatives tried (masked pose modelling,
+starting from a model of the other sign language's data) did not beat it on the worst fold and the mean.
 """
 from __future__ import annotations
 
