@@ -124,7 +124,7 @@ class TaskTrainer(Trainer):
         self.optimizer = make_task_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(cfg, self.total_steps))
         self.ema = make_ema(model, tc.ema_decay)
-        self.step, self.best, self.best_metrics, self.best_state = 0, -math.inf, {}, None
+        self.step, self.best, self.best_metrics, self.best_state, self.best_step = 0, -math.inf, {}, None, 0
         self.last, self.log_path, self.log_rows = self.out / "checkpoints" / "last", self.out / "log.jsonl", []
 
     def plan(self) -> str:
@@ -153,7 +153,7 @@ class TaskTrainer(Trainer):
         key = self.task_cfg.best_metric
         value = metrics[key] * (-1 if key in LOWER_IS_BETTER else 1)
         if value >= self.best:  # a tie keeps the later weights
-            self.best, self.best_metrics = value, metrics
+            self.best, self.best_metrics, self.best_step = value, metrics, self.step
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[key]:.2f}")
 
