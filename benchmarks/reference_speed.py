@@ -94,15 +94,11 @@ def quantize_all(onnx_dir: Path, threads: int):
     return runtime
 
 
-def trained_layers_proxy(paths: list[str], threads: int) -> dict[str, float]:
-    """int8 against fp32 (min cosine) for a reference pose tower whose BERT layers are trained ones: MiniLM's
-    (the default text model: 384 wide, 6 layers), input MLP random. Random weights have none of the activation
-    outliers of trained BERT feed-forward layers, so they cannot show what quantising those layers costs."""
+def trained_layers_model():
+    """A reference pose tower whose BERT layers are trained ones: MiniLM's (the default text model: 384 wide,
+    6 layers), input MLP random. Random weights have none of the activation outliers of trained BERT
+    feed-forward layers, so they cannot show what quantising those layers (or bf16) costs."""
     import signclip
-    from signclip.export.onnx import export_onnx
-    from signclip.export.runtime import OnnxSignCLIP
-
-    from reference_utils import cos_rows
 
     torch.manual_seed(0)
     model = signclip.create_model("reference", embed_dim=384, pose_width=384, pose_layers=6, text_model="default",
@@ -112,6 +108,31 @@ def trained_layers_proxy(paths: list[str], threads: int) -> dict[str, float]:
                          strict=False)
     ids = [model.tokenizer.cls_token_id, model.tokenizer.sep_token_id]
     bert.embeddings.word_embeddings.weight.data = mini.embeddings.word_embeddings.weight.data[ids].clone()
+    return model
+
+
+def converted_e72(tmp: Path):
+    """The E7.2-sized reference checkpoint (random weights) written to ``tmp`` and converted: (the converted
+    SignCLIP, the reference weights, the tokenizer)."""
+    import signclip
+
+    from reference_utils import fairseq_checkpoint, random_weights, reference_shapes, sized_tokenizer
+
+    weights = random_weights(reference_shapes(609, 28996, 12, 12, hidden=768, intermediate=3072), 0, std=0.02)
+    torch.save(fairseq_checkpoint(weights), tmp / "checkpoint_best.pt")
+    tok = sized_tokenizer(tmp / "vocab", 28996)
+    model = signclip.load(signclip.convert_reference(tmp / "checkpoint_best.pt", tmp / "model", tokenizer=tok))
+    return model, weights, tok
+
+
+def trained_layers_proxy(paths: list[str], threads: int) -> dict[str, float]:
+    """int8 against fp32 (min cosine) for :func:`trained_layers_model`."""
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    from reference_utils import cos_rows
+
+    model = trained_layers_model()
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp), int8=True)
         fp32 = OnnxSignCLIP(tmp, threads=threads).encode_pose(paths)
@@ -129,29 +150,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="loop each pose to this many frames (<= 256)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import signclip
     from signclip.data.manifests import load_lexicon
     from signclip.export.onnx import export_onnx
     from signclip.export.runtime import OnnxSignCLIP
 
-    from reference_utils import (
-        cos_rows,
-        fairseq_checkpoint,
-        random_weights,
-        reference_features_e72,
-        reference_shapes,
-        sized_tokenizer,
-    )
+    from reference_utils import cos_rows, reference_features_e72
 
     load_before = os.getloadavg()
     paths = load_lexicon().sample(args.poses, random_state=0)["path"].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        weights = random_weights(reference_shapes(609, 28996, 12, 12, hidden=768, intermediate=3072), 0, std=0.02)
-        torch.save(fairseq_checkpoint(weights), tmp / "checkpoint_best.pt")
-        tok = sized_tokenizer(tmp / "vocab", 28996)
-        model = signclip.load(signclip.convert_reference(tmp / "checkpoint_best.pt", tmp / "model", tokenizer=tok))
+        model, weights, tok = converted_e72(tmp)
         t_convert = time.perf_counter() - t0
         reference = {attn: ReferencePath(weights, tok.cls_token_id, tok.sep_token_id, attn).eval()
                      for attn in ("sdpa", "eager")}

@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import THREADS_HELP
 from signclip.config import TrainConfig, get_model_config, get_recipe, list_model_configs, list_recipes
+from signclip.cpu import use_threads
 from signclip.errors import UsageError
 
 
@@ -44,7 +46,7 @@ def train_cmd(
     batch_size: Optional[int] = None, lr: Optional[float] = None, grad_accum: Optional[int] = None,
     seed: Optional[int] = None, device: Optional[str] = None, save_every: Optional[int] = None,
     eval_every: Optional[int] = None,
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
@@ -67,10 +69,7 @@ def train_cmd(
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
     cfg = chosen.train_config(**{**base, **options})
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    threads_line = use_threads(threads).describe()
     model_cfg = load(init) if init else chosen.model_config(model)
     table = None if is_shard_dir(data) else load_dataset(data)  # bad data is reported before anything starts
     if is_main():
@@ -78,6 +77,7 @@ def train_cmd(
             f" {chosen.model_overrides}" if chosen.model_overrides and not model else "")
         typer.echo(f"recipe {chosen.name}: {what}; statistics "
                    + ("refitted" if cfg.refit_statistics or not init else "kept from the model"))
+        typer.echo(f"CPU: {threads_line}")
     if table is None:  # packed shards are streamed
         _, _, summary = fit_shards(data, model_cfg, cfg, out, resume=resume)
     else:
@@ -104,6 +104,7 @@ def quickstart_cmd(
     from signclip.training import fit
 
     start = time.time()
+    typer.echo(f"CPU: {use_threads(None).describe()}")
     recipe = get_recipe("quickstart")
     cfg = recipe.train_config(epochs=epochs, seed=seed)
     model, splits, summary = fit(load_lexicon(), recipe.model_config(), cfg, out, resume=False)
