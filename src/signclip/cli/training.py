@@ -10,7 +10,7 @@ import typer
 
 from signclip.cli.hub import THREADS_HELP
 from signclip.config import TrainConfig, get_model_config, get_recipe, list_model_configs, list_recipes
-from signclip.cpu import use_threads
+from signclip.cpu import PRECISIONS, use_threads
 from signclip.errors import UsageError
 
 
@@ -47,6 +47,9 @@ def train_cmd(
     seed: Optional[int] = None, device: Optional[str] = None, save_every: Optional[int] = None,
     eval_every: Optional[int] = None,
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    precision: Optional[str] = typer.Option(None, help="training precision: auto (bf16 autocast on a CPU with bf16 "
+                                                      "instructions, else fp32), fp32 or bf16 (default: the "
+                                                      "recipe's)"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
@@ -65,10 +68,12 @@ def train_cmd(
     base = json.loads(config.read_text()) if config else {}
     options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
                "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
-               "split_by": split_by, "refit_statistics": True if refit_stats else None}
+               "split_by": split_by, "refit_statistics": True if refit_stats else None, "precision": precision}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
     cfg = chosen.train_config(**{**base, **options})
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"precision: expected one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     threads_line = use_threads(threads).describe()
     model_cfg = load(init) if init else chosen.model_config(model)
     table = None if is_shard_dir(data) else load_dataset(data)  # bad data is reported before anything starts
