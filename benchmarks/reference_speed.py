@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="loop each pose to this many frames (<= 256)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    import signclip
     from signclip.data.manifests import load_lexicon
     from signclip.export.onnx import export_onnx
     from signclip.export.runtime import OnnxSignCLIP
@@ -172,6 +173,8 @@ def main() -> None:
         fp32 = OnnxSignCLIP(tmp / "onnx", threads=args.threads)
         int8 = OnnxSignCLIP(tmp / "onnx", int8=True, threads=args.threads)
         all8 = quantize_all(tmp / "onnx", args.threads)
+        bf16 = signclip.load(tmp / "model")
+        bf16.set_precision("bf16")  # bf16 weights + autocast; fast where the CPU has bf16 instructions
 
         feats = [torch.from_numpy(looped(reference_features_e72(p).numpy(), args.frames)) for p in paths]
         arrays = [looped(model.preprocess_pose(p), args.frames) for p in paths]
@@ -190,6 +193,8 @@ def main() -> None:
                 lambda: model.encode_arrays(arrays, batch_size=1, normalize=False, progress=False),
             "signclip torch, `encode_pose` default: batches of 32 sorted by length":
                 lambda: model.encode_arrays(arrays, batch_size=32, normalize=False, progress=False),
+            "signclip torch bf16 (`set_precision`), batches of 32":
+                lambda: bf16.encode_arrays(arrays, batch_size=32, normalize=False, progress=False),
             "signclip ONNX fp32, batches of 32": lambda: fp32.encode_arrays(arrays, 32),
             "signclip ONNX int8 (as exported), batches of 32": lambda: int8.encode_arrays(arrays, 32),
             "signclip ONNX int8 incl. feed-forward outputs (not shipped), batches of 32":
@@ -222,8 +227,10 @@ def main() -> None:
         to_onnx = f"{cos_rows(out[name], onnx).min():.5f}" if "ONNX" in name else "–"
         print(f"| {name} | {rate[name]:.2f} | {1000 / rate[name]:.0f} | {rate[name] / rate[names[0]]:.2f} | "
               f"{rate[name] / rate[names[2]]:.2f} | {cos_rows(out[name], out[names[0]]).min():.5f} | {to_onnx} |")
-    print(f"\nONNX int8 / fp32: {rate[names[6]] / rate[names[5]]:.2f}× as exported, "
-          f"{rate[names[7]] / rate[names[5]]:.2f}× with the feed-forward outputs quantised too")
+    onnx32, torch32 = rate["signclip ONNX fp32, batches of 32"], rate[names[4]]
+    print(f"\nONNX int8 / fp32: {rate['signclip ONNX int8 (as exported), batches of 32'] / onnx32:.2f}× as exported, "
+          f"{rate[names[-1]] / onnx32:.2f}× with the feed-forward outputs quantised too; torch bf16 / fp32 "
+          f"{rate[names[5]] / torch32:.2f}× (min cosine {cos_rows(out[names[5]], out[names[4]]).min():.5f})")
     print("trained BERT layers (MiniLM's in the same tower), int8 against fp32, min cosine over the poses: "
           + ", ".join(f"{k} {v:.4f}" for k, v in proxy.items()))
     print(f"from .pose files (read + preprocess + embed, best of 2): reference path one at a time "
