@@ -8,16 +8,20 @@ Rows: the shipped quantisation (``signclip.export.onnx.quantize_int8``: BERT fee
 fp32); every feed-forward output quantised too; one layer's feed-forward output quantised at a time; and
 every feed-forward output quantised after SmoothQuant-style smoothing (activation channel ``j`` divided by
 ``s_j = max|x_j|^a / max|w_j|^(1-a)``, weight row ``j`` multiplied by it, ``max|x_j|`` from calibration
-poses, other than the measured ones). The activations are then summarised per channel and per token: whether
-their outliers sit in a few channels (what smoothing moves into the weights) or in a few tokens (what a
-per-tensor activation scale cannot avoid).
+poses, other than the measured ones); and what ``signclip.export.calibrate`` chooses from the calibration
+poses (smoothing at a = 0.5, then fp32 again for the layers with the strongest token outliers until the
+calibration poses' min cosine reaches 0.99). The activations are then summarised per channel and per token:
+whether their outliers sit in a few channels (what smoothing moves into the weights) or in a few tokens (what
+a per-tensor activation scale cannot avoid).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +54,21 @@ class Recorder:
         return out[:1]
 
 
+def token_outliers(token_max: np.ndarray, ratio: float = 8.0) -> bool:
+    """Whether some tokens' max |x| exceeds ``ratio`` x the median token's: one per-tensor int8 scale then
+    spends its range on those tokens."""
+    return bool((token_max > ratio * np.median(token_max)).any())
+
+
+def options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 def smoothed(source: Path, target: Path, channels: dict[str, np.ndarray], alpha: float) -> Path:
     """The graph with each recorded MatMul input divided by ``s`` (a Mul) and its weight rows multiplied."""
     import onnx
@@ -78,6 +97,7 @@ def main() -> None:
     ap.add_argument("--poses", type=int, default=32, help="lexicon poses measured")
     ap.add_argument("--calibration", type=int, default=64, help="other lexicon poses for the smoothing scales")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import onnx
@@ -85,6 +105,7 @@ def main() -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from signclip.data.manifests import load_lexicon
+    from signclip.export.calibrate import calibrated_int8
     from signclip.export.onnx import export_onnx
     from signclip.export.runtime import OnnxSignCLIP
 
@@ -108,30 +129,53 @@ def main() -> None:
         ffo = [n for n in matmuls if "/output/dense/" in n.name and "/attention/" not in n.name]
         kept = [n.name for n in matmuls if "frame_mlp" in n.name or n.name.split("/")[-2:-1] == ["proj"]]
 
-        def cosine(path: Path, exclude: list[str]) -> float:
-            target = path.with_suffix(f".q{len(list(tmp.glob('*.q*')))}.onnx")
-            quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=kept + exclude)
-            runtime.pose_session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-            return float(cos_rows(runtime.encode_arrays(measured, 32), fp32).min())
-
-        results = [("shipped: feed-forward outputs in fp32", cosine(source, [n.name for n in ffo])),
-                   ("every feed-forward output int8", cosine(source, []))]
-        for i, node in enumerate(ffo):
-            results.append((f"only layer {i}'s feed-forward output int8",
-                            cosine(source, [n.name for n in ffo if n is not node])))
         recorder = Recorder(graph, [n.input[0] for n in ffo])
         runtime.pose_session = recorder
         runtime.encode_arrays(calibration, 32)
+        clean = [n.name for n in ffo if not token_outliers(np.concatenate(recorder.tokens[n.input[0]]))]
+        every = [n.name for n in ffo]
+        variants = {"shipped: feed-forward outputs in fp32": (source, every),
+                    "every feed-forward output int8": (source, [])}
+        for i, name in enumerate(every):
+            variants[f"only layer {i}'s feed-forward output int8"] = (source, [n for n in every if n != name])
+        variants["the feed-forward outputs of layers without token outliers int8"] = (
+            source, [n for n in every if n not in clean])
         for alpha in (0.5, 0.7, 0.85):
             path = smoothed(source, tmp / f"smooth{alpha}.onnx", recorder.channels, alpha)
-            results.append((f"every feed-forward output int8, smoothed (a = {alpha})", cosine(path, [])))
+            variants[f"every feed-forward output int8, smoothed (a = {alpha})"] = (path, [])
+        variants["every feed-forward output but layer 0's int8, smoothed (a = 0.5)"] = (tmp / "smooth0.5.onnx",
+                                                                                       every[:1])
+        sessions = {"ONNX fp32": ort.InferenceSession(str(source), options(args.threads),
+                                                     providers=["CPUExecutionProvider"])}
+        cosines = {}
+        left = calibrated_int8(source, tmp / "calibrated.onnx", calibration, kept)
+        calibrated = (f"**calibrated (`export_onnx(..., int8=True, calibration=poses)`): fp32 kept for layer(s) "
+                      f"{', '.join(str(every.index(n)) for n in left) or 'none'}**")
+        for i, (name, (path, exclude)) in enumerate([*variants.items(), (calibrated, (None, None))]):
+            target = tmp / f"q{i}.onnx" if path else tmp / "calibrated.onnx"
+            if path:
+                quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"], nodes_to_exclude=kept + exclude)
+            sessions[name] = ort.InferenceSession(str(target), options(args.threads),
+                                                  providers=["CPUExecutionProvider"])
+            runtime.pose_session = sessions[name]
+            cosines[name] = float(cos_rows(runtime.encode_arrays(measured, 32), fp32).min())
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for _ in range(args.repeats):  # alternating, so other processes' load falls on every variant alike
+            for name, session in sessions.items():
+                runtime.pose_session = session
+                start = time.perf_counter()
+                runtime.encode_arrays(measured, 32)
+                times[name].append(time.perf_counter() - start)
+    speed = {name: float(np.median(times["ONNX fp32"]) / np.median(t)) for name, t in times.items()}
     print(f"Reference pose tower with MiniLM's trained layers ({len(ffo)} layers), {args.poses} lexicon poses, "
           f"smoothing scales from {args.calibration} others; dynamic int8, per-channel weights\n")
-    print("| quantisation of the pose graph | min cosine to ONNX fp32 |")
-    print("|---|---:|")
-    for name, cos in results:
-        print(f"| {name} | {cos:.4f} |")
+    print(f"Batch 32, {args.threads} onnxruntime thread(s), median of {args.repeats} alternating rounds; load average "
+          f"{os.getloadavg()[0]:.1f} after\n")
+    print("| quantisation of the pose graph | int8 / fp32 speed | min cosine to ONNX fp32 |")
+    print("|---|---:|---:|")
+    for name, cos in cosines.items():
+        print(f"| {name} | {speed[name]:.2f}× | {cos:.4f} |")
     print("\nInputs of the feed-forward output layers on the calibration poses (max |x| over channels, and over "
           "tokens):\n")
     print("| layer | max | median channel max | median token max | tokens with max > 8× median token max |")
