@@ -1,11 +1,11 @@
-"""Why ONNX int8 stops at the cosine we promise on trained BERT layers (issue 24): the reference pose tower
-with MiniLM's trained layers (``reference_speed.trained_layers_model``), exported, and its pose graph
-quantised in several ways; min cosine to ONNX fp32 over lexicon poses.
+"""ONNX int8 of trained BERT layers at the cosine we promise (issue 24): the reference pose tower with
+MiniLM's trained layers (``reference_speed.trained_layers_model``), exported, and its pose graph quantised in
+several ways; int8 / fp32 speed at batch 32 and min cosine to ONNX fp32 over lexicon poses.
 
     python benchmarks/int8_outliers.py --poses 32 --calibration 64
 
-Rows: the shipped quantisation (``signclip.export.onnx.quantize_int8``: BERT feed-forward outputs kept in
-fp32); every feed-forward output quantised too; one layer's feed-forward output quantised at a time; and
+Rows: the quantisation without calibration poses (``signclip.export.onnx.quantize_int8``: BERT feed-forward
+outputs kept in fp32); every feed-forward output quantised too; one layer's feed-forward output quantised at a time; and
 every feed-forward output quantised after SmoothQuant-style smoothing (activation channel ``j`` divided by
 ``s_j = max|x_j|^a / max|w_j|^(1-a)``, weight row ``j`` multiplied by it, ``max|x_j|`` from calibration
 poses, other than the measured ones); and what ``signclip.export.calibrate`` chooses from the calibration
@@ -134,7 +134,7 @@ def main() -> None:
         runtime.encode_arrays(calibration, 32)
         clean = [n.name for n in ffo if not token_outliers(np.concatenate(recorder.tokens[n.input[0]]))]
         every = [n.name for n in ffo]
-        variants = {"shipped: feed-forward outputs in fp32": (source, every),
+        variants = {"uncalibrated (`quantize_int8` without poses): feed-forward outputs in fp32": (source, every),
                     "every feed-forward output int8": (source, [])}
         for i, name in enumerate(every):
             variants[f"only layer {i}'s feed-forward output int8"] = (source, [n for n in every if n != name])
