@@ -178,3 +178,18 @@ def test_embed_prints_its_threads_and_precision(tiny_model, lexicon_paths, tmp_p
     assert f"CPU: 1 torch thread(s) (--threads); precision {resolve_precision('auto')}" in result.output
     direct = signclip.load(saved).encode_pose(lexicon_paths[:3])
     assert cos_rows(np.load(out), direct).min() >= 0.999
+
+
+def test_the_server_embeds_at_auto_precision_within_the_promised_cosine(lexicon_paths, lexicon, tmp_path):
+    import httpx
+
+    from serve_utils import live_server, untrained_model_dir
+
+    model_dir = untrained_model_dir(tmp_path / "model", lexicon)
+    fp32 = signclip.load(model_dir).encode_pose(lexicon_paths[:8])
+    with live_server(model_dir, lexicon_paths[:8], lexicon) as (url, model, _):  # default settings: auto
+        assert model.precision == resolve_precision("auto")
+        files = [("file", (f"p{i}.pose", open(p, "rb").read())) for i, p in enumerate(lexicon_paths[:8])]
+        r = httpx.post(f"{url}/api/embed/pose", files=files, timeout=60)
+    assert r.status_code == 200, r.text
+    assert cos_rows(np.array(r.json()["embedding"]), fp32).min() >= 0.999

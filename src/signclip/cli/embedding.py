@@ -48,7 +48,6 @@ def embed_cmd(
         cleanup()
         return
     m = load_model(model, precision)
-    typer.echo(f"CPU: {threads_line}; precision {m.precision}", err=True)
     if texts:
         emb = m.encode_text(texts, spoken_language, signed_language, batch_size=batch_size, progress=True)
         meta = pd.DataFrame({"text": texts, "prompt": m.prompts(texts, spoken_language, signed_language)})
@@ -74,7 +73,8 @@ def embed_cmd(
                 typer.echo(f"  {message}", err=True)
         meta = meta.drop(index=meta.index[list(skipped)])
     write_embeddings(emb, meta, out)
-    typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out}")
+    typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out} (CPU: {threads_line}; precision "
+               f"{m.precision})")
 
 
 def pose_cmd(
