@@ -11,7 +11,8 @@ other processes falls on all of them alike.
 ``bf16``: a converted E7.2 model (random weights at the released sizes, as ``reference_speed.py``), ``tiny``
 and ``tiny-partwise``: ``encode_pose`` / ``encode_text`` at ``set_precision("fp32")`` and ``("bf16")``
 (poses/s, min cosine to fp32 on lexicon poses), the reference tower with MiniLM's trained BERT layers (min
-cosine), and training (``--steps 60`` quickstart) at precision fp32 / bf16.
+cosine), and training (``--steps 60`` quickstart, same seed) at precision fp32 / bf16: time and the last
+validation metrics.
 
     python benchmarks/cpu_speed.py --parts threads bf16 [--rounds 2] [--threads 1]
 
@@ -39,6 +40,7 @@ POLICY_TEXT = {"before": "torch's default (1 thread per core, spin-then-sleep)",
                "passive": "1 thread per core, OMP_WAIT_POLICY=PASSIVE",
                "default": "signclip's default (passive, threads = free cores, adapted)"}
 BUSY_LOOP = "while True: pass"
+RUNS: list[Path] = []  # the run folders of the trainings, in order
 
 
 # ---- the machine before anything starts ----------------------------------------------------------
@@ -88,6 +90,14 @@ def training_time(out: Path) -> tuple[float, str]:
     return float(log["time"].iloc[-1]), "/".join(map(str, threads))
 
 
+def validation(out: Path) -> dict[str, float]:
+    """The last validation metrics of a run's log.csv (pose-to-text R@1, text-to-pose P@1)."""
+    import pandas as pd
+
+    last = pd.read_csv(out / "log.csv").dropna(subset=["val/pose_to_text/R@1"]).iloc[-1]
+    return {"R@1": float(last["val/pose_to_text/R@1"]), "P@1": float(last["val/text_to_pose/P@1"])}
+
+
 def run_trainings(policy: str, root: Path, steps: int, together: int, busy: int, precision: str = "fp32"
                   ) -> list[tuple[float, str]]:
     """``together`` trainings started at once beside ``busy`` busy loops; their training times."""
@@ -100,6 +110,7 @@ def run_trainings(policy: str, root: Path, steps: int, together: int, busy: int,
             _, err = p.communicate()
             if p.returncode:
                 raise RuntimeError(f"training failed: {err[-2000:]}")
+        RUNS.extend(outs)
         return [training_time(out) for out in outs]
     finally:
         for loop in loops:
@@ -243,13 +254,14 @@ def bf16_part(args) -> None:
     sample = lexicon.sample(args.poses, random_state=0)
     prompts = [f"<{s}> <{g}> {t}" for s, g, t in zip(sample["spoken_language"], sample["signed_language"],
                                                          sample["text"])]
-    rows, train = [], {}
+    rows, train, quality = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for _ in range(args.rounds):  # training time at each precision, alternating
             for precision in ("fp32", "bf16"):
                 (seconds, _), = run_trainings("default", tmp, args.steps, 1, 0, precision)
                 train.setdefault(precision, []).append(seconds)
+                quality.setdefault(precision, []).append(validation(RUNS[-1]))
         trained = next(tmp.glob("default-fp32-*/best"))
         torch.set_num_threads(args.threads)
         models = [("E7.2 converted (random weights, released sizes)", lambda d: converted_e72(d) and d / "model"),
@@ -272,8 +284,11 @@ def bf16_part(args) -> None:
         print(f"| {r['model']} | {r['input']} | {r['batch']} | {r['fp32']:.1f} | {r['bf16']:.1f} | "
               f"{r['bf16'] / r['fp32']:.2f}× | {r['cos']:.5f} |")
     fp32, bf16 = (float(np.median(train[p])) for p in ("fp32", "bf16"))
-    print(f"\nTraining, `signclip train lexicon --steps {args.steps} --recipe quickstart` (signclip's thread "
-          f"default, median of {args.rounds}): fp32 {fp32:.1f} s, bf16 {bf16:.1f} s ({fp32 / bf16:.2f}×)")
+    print(f"\nTraining, `signclip train lexicon --steps {args.steps} --recipe quickstart --seed 0` (signclip's "
+          f"thread default, median of {args.rounds}): fp32 {fp32:.1f} s, bf16 {bf16:.1f} s (bf16 {fp32 / bf16:.2f}× "
+          "the fp32 speed); last validation pose-to-text R@1 / text-to-pose P@1 of each run: "
+          + "; ".join(f"{p} " + ", ".join(f"{q['R@1']:.3f} / {q['P@1']:.3f}" for q in quality[p])
+                      for p in ("fp32", "bf16")))
 
 
 def main() -> None:
