@@ -54,13 +54,13 @@ def finetune_cmd(
     if cfg.task != task:
         raise UsageError(f"--config {config}: a {cfg.task} config, not {task}")
     cfg.refit_statistics = cfg.refit_statistics or refit_stats
-    typer.echo(f"CPU: {use_threads(threads).describe()}")
+    threads_line = use_threads(threads).describe()
     table = load_dataset(data)
     check_targets(table, cfg, str(data))  # before any model is loaded
     _, _, summary = finetune(table, cfg, out, init=init, model=model, resume=resume)
     if is_main():
         typer.echo(json.dumps(summary["best_metrics"], indent=2))
-        typer.echo(f"best model: {out / 'best'}")
+        typer.echo(f"best model: {out / 'best'} (CPU: {threads_line})")
     cleanup()
 
 
