@@ -14,7 +14,7 @@ and ``tiny-partwise``: ``encode_pose`` / ``encode_text`` at ``set_precision("fp3
 cosine), and training (``--steps 60`` quickstart, same seed) at precision fp32 / bf16: time and the last
 validation metrics.
 
-    python benchmarks/cpu_speed.py --parts threads bf16 [--rounds 2] [--threads 1]
+    python benchmarks/cpu_speed.py --parts threads bf16 [--rounds 2] [--threads 1] [--shared-policies default]
 
 The machine's load average and the busiest other processes are printed before anything starts.
 """
@@ -159,6 +159,7 @@ def run_embedding(policy: str, seconds: float, busy: int) -> dict:
 def threads_part(args) -> None:
     """Training and embedding under each policy: alone, beside busy loops, two trainings at once."""
     scenarios = [("alone", 1, 0), ("beside 1 busy loop", 1, 1), ("2 trainings at once", 2, 0)]
+    shared = args.shared_policies or args.policies  # the policies that also train beside others
     times: dict[tuple[str, str], list[float]] = {}
     threads: dict[tuple[str, str], set[str]] = {}
     embed: dict[tuple[str, int], list[float]] = {}
@@ -166,6 +167,8 @@ def threads_part(args) -> None:
         for r in range(args.rounds):
             for name, together, busy in scenarios:
                 for policy in args.policies:
+                    if name != "alone" and policy not in shared:
+                        continue
                     t0 = time.time()
                     for seconds, used in run_trainings(policy, Path(tmp), args.steps, together, busy):
                         times.setdefault((policy, name), []).append(seconds)
@@ -185,9 +188,9 @@ def threads_part(args) -> None:
     med = {k: float(np.median(v)) for k, v in times.items()}
     for policy in args.policies:
         alone = med[(policy, "alone")]
-        cells = [f"{alone:.1f}"] + [f"{med[(policy, s)]:.1f} ({med[(policy, s)] / alone:.2f}×)"
-                                    for s in ("beside 1 busy loop", "2 trainings at once")]
-        used = " / ".join(",".join(sorted(threads[(policy, s)])) for s, _, _ in scenarios)
+        cells = [f"{alone:.1f}"] + [f"{med[(policy, s)]:.1f} ({med[(policy, s)] / alone:.2f}×)" if (policy, s) in med
+                                    else "–" for s in ("beside 1 busy loop", "2 trainings at once")]
+        used = " / ".join(",".join(sorted(threads.get((policy, s), {"–"}))) for s, _, _ in scenarios)
         before = med.get(("before", "alone"))
         print(f"| {POLICY_TEXT[policy]} | " + " | ".join(cells) + f" | {used} | "
               + (f"{before / alone:.2f}×" if before else "–") + " |")
@@ -297,6 +300,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--steps", type=int, default=60, help="training steps of each timed training")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    ap.add_argument("--shared-policies", nargs="+", choices=POLICIES,
+                    help="the policies that also train beside a busy loop and two at once (default: --policies)")
     ap.add_argument("--embed-seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the bf16 inference timings")
     ap.add_argument("--poses", type=int, default=32, help="lexicon poses (and prompts) of the bf16 part")
