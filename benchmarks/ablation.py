@@ -15,7 +15,7 @@ Metrics on the lexicon's test split: pose->text R@1 / R@10 against the unique te
 sign-language identification top-1 (each test pose ranks the 19 ``<spoken> <signed>`` prompts with
 empty text). Runs go seed by seed over all variants, each result is appended to a JSONL file as it
 finishes (so an interrupted benchmark still gives a table), and the table replaces the section
-``## Ablation (issue 6)`` of ``benchmarks/RESULTS.md``.
+``## Ablation`` of ``benchmarks/RESULTS.md``.
 
     python benchmarks/ablation.py --epochs 3 --seeds 0 1 2
     python benchmarks/ablation.py --table-only          # rewrite the table from the JSONL
@@ -45,7 +45,7 @@ from signclip.training import fit
 
 HERE = Path(__file__).parent
 QUICKSTART_TRAIN = get_recipe("quickstart").train
-SECTION = "## Ablation (issue 6)"
+SECTION = "## Ablation"
 # name -> (model config, model overrides, train overrides)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "contrastive": ("tiny", {}, {}),

@@ -104,6 +104,8 @@ def measure(run: Path, seed: int) -> dict:
 
     model = sc.load(run / "best")
     splits = load_manifest(run / "splits.csv")
+    if "source" in splits.columns:  # trained with other sources too: measure on the fold's own rows
+        splits = splits[splits["source"] == splits["source"].iloc[0]]
     test_arrays, test, _ = load_arrays(splits[splits["split"] == "test"], model.cfg.pose, progress=False)
     gal_arrays, gallery, _ = load_arrays(splits[splits["split"].isin(["train", "validation"])], model.cfg.pose,
                                          progress=False)
@@ -140,6 +142,9 @@ def run_one(fold: str, regime: str, seed: int, train_args: list[str], out: Path,
     measured = subprocess.run([sys.executable, __file__, "--measure-run", str(run / "run"), "--seed", str(seed)],
                               check=True, capture_output=True, text=True,
                               env={**env, "OMP_NUM_THREADS": str(threads or 2)})
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "run" / "log.csv", logs / f"{fold.replace('/', '-')}-{regime}-seed{seed}.csv")
     log = pd.read_csv(run / "run" / "log.csv")
     best_step = best_step_of(log)
     return {"steps": int(log["step"].max()), "best_step": best_step, "seconds": round(seconds, 1),
@@ -253,8 +258,8 @@ def main() -> None:
                      "give it a new name, or --rerun")
     threads = args.threads or (1 if args.jobs > 1 else None)
     commit = git_commit()
-    print(f"{len(todo)} runs to train for {args.variant!r} ({len(seeds) * len(args.folds) * len(args.regimes) - len(todo)}"
-          " cached)", flush=True)
+    cached = len(seeds) * len(args.folds) * len(args.regimes) - len(todo)
+    print(f"{len(todo)} runs to train for {args.variant!r} ({cached} cached)", flush=True)
 
     def one(item: tuple[str, str, int]) -> dict:
         fold, regime, seed = item

@@ -35,6 +35,7 @@ def cli_run(tmp_path_factory, lexicon):
     result = invoke("train", tmp / "manifest.csv", "--out", run, "--model", tmp / "model.json",
                     "--epochs", 1, "--batch-size", 8)
     assert "best model" in result.output
+    assert "regime: few-shot (median 1 training clips per text, <= 10): 1 epochs" in result.output
     return tmp, run
 
 
@@ -197,6 +198,16 @@ def test_relative_manifest_paths_work_from_any_directory(cli_run, tmp_path, monk
     invoke("train", "project/data/manifest.csv", "-o", "project/run", "--model", tmp / "model.json", "--epochs", 2,
            "--batch-size", 8)  # resumes from another directory
     assert pd.read_csv(tmp_path / "project" / "run" / "log.csv")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_config_file_values_are_used(cli_run, tmp_path):
+    """--config's steps and batch size once gave way to the command-line options left unset (None)."""
+    tmp, _ = cli_run
+    config = write_json(tmp_path / "c.json", {"steps": 2, "batch_size": 4})
+    invoke("train", tmp / "manifest.csv", "-o", tmp_path / "r", "--model", tmp / "model.json", "--config", config)
+    cfg = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert cfg["steps"] == 2 and cfg["batch_size"] == 4 and cfg["min_steps"] == 0
+    assert pd.read_csv(tmp_path / "r" / "log.csv")["step"].max() == 2
 
 
 def test_options_the_recipe_or_the_config_own_default_to_none():

@@ -118,3 +118,11 @@ def test_chance_metrics():
     assert c["pose_to_text/R@1"] == pytest.approx(0.1)
     assert c["pose_to_text/R@10"] == 1.0
     assert c["text_to_pose/P@1"] == pytest.approx(1.2 / 12)
+
+
+def test_pose_to_text_loss_is_the_contrastive_cross_entropy():
+    from signclip.eval.retrieval import pose_to_text_loss
+
+    sim = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    assert pose_to_text_loss(sim, np.array([0, 1, -1]), 1.0) == pytest.approx(np.log(1 + np.exp(-1)))
+    assert pose_to_text_loss(sim[:2], np.array([1, 0]), 10.0) == pytest.approx(np.log(1 + np.exp(10)))

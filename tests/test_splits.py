@@ -1,9 +1,10 @@
 """Split semantics users can rely on (signclip.data.splits.ensure_split)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from signclip.data.splits import ensure_split, split_summary
+from signclip.data.splits import ensure_split, pick_groups, split_summary, unseen_group
 
 
 def table(n: int = 60, signers: int = 6) -> pd.DataFrame:
@@ -14,11 +15,55 @@ def table(n: int = 60, signers: int = 6) -> pd.DataFrame:
 def test_rows_marked_test_are_exactly_the_test_set():
     """Marking only the test rows once moved 20 % of the other rows into test as well."""
     df = table()
-    df.loc[df["signer"] == "s0", "split"] = "test"
+    df.loc[df.index % 7 == 0, "split"] = "test"  # every signer has test rows: validation at random
     out = ensure_split(df)
-    assert (out["split"] == "test").sum() == 10 and set(out.loc[out["split"] == "test", "signer"]) == {"s0"}
+    assert (out["split"] == "test").sum() == 9 and out.loc[df.index % 7 == 0, "split"].eq("test").all()
     assert set(out.loc[df["split"].isna(), "split"]) == {"train", "validation"}  # blank rows: train/validation
     assert set(out.loc[df["split"].isna(), "split_origin"]) == {"random"}
+
+
+def test_validation_is_drawn_from_the_training_signers_when_the_test_signers_are_unseen():
+    """Holding a whole signer out for validation cost 0.05 1-NN on unseen traduttore signers (RESULTS.md):
+    validation rows are drawn at random; unseen_group() tells that the test signers are unseen."""
+    df = table()
+    df.loc[df["signer"] == "s0", "split"] = "test"
+    assert unseen_group(df) == "signer"
+    out = ensure_split(df)
+    assert (out["split"] == "test").sum() == 10 and set(out.loc[out["split"] == "test", "signer"]) == {"s0"}
+    val, train = (set(out.loc[out["split"] == s, "signer"]) for s in ("validation", "train"))
+    assert val and val <= train and "s0" not in val | train
+    assert set(out.loc[df["split"].isna(), "split_origin"]) == {"random"}
+
+
+def test_unseen_sessions_of_one_signer_validated_by_session_when_asked():
+    """One person recorded in sessions, one session held out; --split-by session: validation is a whole session."""
+    df = table(n=50, signers=1).assign(session=[f"k{i % 5}" for i in range(50)])
+    df.loc[df["session"] == "k2", "split"] = "test"
+    assert unseen_group(df) == "session"
+    out = ensure_split(df, group="session")
+    val, train = (set(out.loc[out["split"] == s, "session"]) for s in ("validation", "train"))
+    assert len(val) == 1 and not val & train and "k2" not in val | train
+
+
+def test_validation_groups_hold_about_the_fraction():
+    """Two signers of 1,273 and 210 clips (traduttore without its third): the small one validates."""
+    sizes = pd.Series({"TheCamNelson": 1273, "Alex": 210})
+    for seed in range(5):
+        assert pick_groups(sizes, 0.1, np.random.default_rng(seed)) == {"Alex"}
+    many = pd.Series({f"s{i}": 10 for i in range(50)})
+    assert len(pick_groups(many, 0.1, np.random.default_rng(0))) == 5
+    assert pick_groups(pd.Series({"a": 5}), 0.5, np.random.default_rng(0)) == set()  # never every group
+
+
+def test_each_source_is_split_on_its_own():
+    a = table(n=30).assign(source="a")
+    a.loc[a["signer"] == "s0", "split"] = "test"
+    b = table(n=40).assign(source="b", signer=None)
+    out = ensure_split(pd.concat([a, b], ignore_index=True))
+    a_out, b_out = out[out["source"] == "a"], out[out["source"] == "b"]
+    assert set(a_out.loc[a_out["split"] == "test", "signer"]) == {"s0"} and (a_out["split"] == "test").sum() == 5
+    assert set(b_out["split"]) == {"train", "validation", "test"} and (b_out["split"] == "test").sum() == 8
+    assert any(line.startswith("a: test: 5 rows") for line in split_summary(out))
 
 
 def test_blank_rows_are_not_dropped_when_some_are_marked_train():

@@ -12,7 +12,7 @@ import signclip
 from signclip.config import TrainConfig
 from signclip.data.splits import split_dataset
 from signclip.training import fit, prepare_splits, train
-from signclip.training.batches import epoch_batches
+from signclip.training.batches import epoch_batches, source_weights
 from signclip.training.optim import lr_lambda
 
 
@@ -137,3 +137,71 @@ def test_grouped_batches():
     assert len(half) == len(epoch_batches(40, 8, 1, 5, [(0.5, keys)]))  # the same number every epoch
     with pytest.raises(ValueError, match="sum to at most 1"):
         epoch_batches(40, 8, 1, 0, [(0.7, keys), (0.7, keys)])
+
+
+def test_source_weights_upsample_per_source():
+    """Source b drawn 3 times per epoch, source a half of the time: exact counts, distinct copies, reproducible."""
+    df = pd.DataFrame({"source": ["a"] * 10 + ["b"] * 4})
+    weights = source_weights(df, {"a": 0.5, "b": 3})
+    batches = epoch_batches(14, 5, seed=1, epoch=0, weights=weights)
+    drawn = [i for b in batches for i in b]
+    assert len(drawn) == 5 + 12  # 5 of a, 3 copies of b
+    assert sorted(i % 14 for i in drawn if i % 14 >= 10) == sorted([10, 11, 12, 13] * 3)
+    assert len(set(drawn)) == len(drawn)  # each copy is its own index (its own augmentation draws)
+    assert batches == epoch_batches(14, 5, seed=1, epoch=0, weights=weights)
+    assert source_weights(df, {}) is None
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['c'\]"):
+        source_weights(df, {"c": 2})
+    with pytest.raises(ValueError, match="factors must be > 0"):
+        source_weights(df, {"a": 0})
+
+
+def test_frozen_parameters_stay_at_their_initial_values(small_splits, tmp_path):
+    """TrainConfig.frozen_parameters: the part-wise tower's transformers kept, the rest trained; a name that
+    matches nothing is refused."""
+    model = signclip.create_model("tiny-partwise", pose_layers=1, pose_width=32, pose_heads=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=3, batch_size=4, ema_decay=0.0, frozen_parameters=["pose.manual.", "pose.non_manual."])
+    train(model, fresh_splits(small_splits), cfg, tmp_path / "run", progress=False)
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith(("pose.manual.", "pose.non_manual."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["pose.proj.weight"], after["pose.proj.weight"])
+    with pytest.raises(ValueError, match=r"frozen_parameters: \['pose.nothing'\] match no parameter"):
+        train(signclip.create_model("tiny"), fresh_splits(small_splits),
+              TrainConfig(steps=1, frozen_parameters=["pose.nothing"]), tmp_path / "run2", progress=False)
+
+
+def test_kept_weights_are_the_latest_not_clearly_worse_than_the_best():
+    """A saturated validation keeps the later weights; a decline beyond two standard errors keeps those before."""
+    from signclip.training.loop import clearly_worse
+
+    def kept(scores: list[float], n: int) -> int:  # the Trainer's rule over a run's validations
+        best, keep = -float("inf"), -1
+        for i, value in enumerate(scores):
+            best = max(best, value)
+            keep = keep if clearly_worse(value, best, n) else i
+        return keep
+
+    assert kept([0.5, 0.9, 0.99, 0.99, 0.985, 0.99], n=200) == 5  # plateau with noise: the last
+    assert kept([0.5, 0.9, 0.99, 0.99, 0.90, 0.88], n=200) == 3  # over-trained: before the decline
+    assert kept([0.5, 1.0, 1.0, 0.9933], n=150) == 3  # one pose of 150 is noise even at a perfect score
+    assert kept([0.2, 0.4, 0.39], n=0) == 1  # not a rate: any amount below is worse
+    assert clearly_worse(0.80, 0.90, 210) and not clearly_worse(0.87, 0.90, 210)
+
+
+def test_retrain_trains_again_on_all_rows_for_the_chosen_length(lexicon, tmp_path):
+    """TrainConfig.retrain: validation on a held-out signer chooses the length, then training + validation rows
+    train again from the same initial weights (RUN/selection keeps the choosing run)."""
+    data = lexicon.sample(36, random_state=3).reset_index(drop=True)
+    data["signer"] = [f"s{i % 4}" for i in range(36)]
+    data.loc[data["signer"] == "s3", "split"] = "test"
+    cfg = signclip.get_model_config("tiny", pose_layers=1, freeze_text=True)
+    train_cfg = TrainConfig(steps=4, batch_size=4, eval_every=2, ema_decay=0.0, retrain=True, split_by="signer")
+    _, splits, summary = fit(data, cfg, train_cfg, tmp_path / "run", progress=False)
+    selection = summary["selection"]
+    assert (tmp_path / "run" / "selection" / "best").exists() and selection["best_step"] in (2, 4)
+    chosen = pd.read_csv(tmp_path / "run" / "splits.csv")
+    n_train, n_val = (int((chosen["split"] == s).sum()) for s in ("train", "validation"))
+    assert len(splits["train"].arrays) == n_train + n_val and len(splits["validation"].arrays) == 0
+    assert summary["steps"] == max(1, round(selection["best_step"] * (n_train + n_val) / n_train))

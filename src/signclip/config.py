@@ -129,7 +129,16 @@ class TrainConfig:
     eval_every: int = 0  # optimiser steps between validations; 0 = once per epoch
     save_every: int = 0  # optimiser steps between checkpoints; 0 = once per epoch
     best_metric: str = "pose_to_text/R@1"
+    # also log the test split's metrics at each validation (learning curves for research; never used to choose
+    # the kept weights)
+    monitor_test: bool = False
     ema_decay: float = 0.999  # > 0: validate, keep and save an exponential moving average of the weights
+    # after a run validated on whole held-out signers / sessions, train again from the same initial weights on the
+    # training + validation rows for as many epochs as validation chose, and keep those last weights
+    retrain: bool = False
+    # parameter-name prefixes kept at their initial values, e.g. ["pose.manual", "pose.non_manual"] (the part-wise
+    # tower's transformers)
+    frozen_parameters: list[str] = field(default_factory=list)
     # extra objectives (signclip.training.objectives); weight 0 = off
     mpm_weight: float = 0.0  # masked pose modelling: loss = contrastive + mpm_weight * reconstruction
     mpm_mask_ratio: float = 0.4  # share of real frames masked per pose
@@ -142,6 +151,9 @@ class TrainConfig:
     # (the sign in other languages) / the same sign language; the rest are batched at random
     text_grouped_batches: float = 0.0
     language_grouped_batches: float = 0.0
+    # several data sources (a "source" column): each row of source NAME is drawn FACTOR times per epoch on
+    # average, others once (open_clip's upsampling factors); {} = plain concatenation
+    source_weights: dict[str, float] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # scale-out: batch_size is per process; under torchrun the global batch is batch_size x world
     precision: str = "fp32"  # "bf16": autocast to bfloat16; "auto": bf16 on a CPU with bf16 instructions (signclip.cpu)

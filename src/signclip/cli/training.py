@@ -28,8 +28,9 @@ def models_cmd() -> None:
 
 
 def train_cmd(
-    data: str = typer.Argument("lexicon", help="'lexicon' (embedded), a manifest CSV, a folder with manifest.csv, "
-                                               "or a shard directory (`signclip shards`)"),
+    data: Optional[list[str]] = typer.Argument(None, help="one or more sources: 'lexicon' (embedded, the "
+                                               "default), a manifest CSV, a folder with manifest.csv; or one shard "
+                                               "directory (`signclip shards`)"),
     out: Path = typer.Option(Path("runs/signclip"), "--out", "-o", help="run directory"),
     recipe: Optional[str] = typer.Option(None, help="training recipe (`signclip models` lists them); default: "
                                                     "'default', or 'finetune' with --init"),
@@ -53,30 +54,44 @@ def train_cmd(
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
+    retrain: bool = typer.Option(False, "--retrain", help="after validation chose the length, train again on the "
+                                 "training + validation rows for that length (with --split-by: validation on "
+                                 "held-out signers, without losing them)"),
+    source_weight: Optional[list[str]] = typer.Option(None, "--source-weight", help="NAME=FACTOR: draw each row of "
+                                                      "that source FACTOR times per epoch (several sources; "
+                                                      "repeatable)"),
 ) -> None:
     """Train (or resume, or fine-tune with --init) a model; the best model is saved to OUT/best. With no
     options it uses the default recipe and says what it chose. Also under torchrun."""
-    from signclip.data.manifests import load_dataset
+    from signclip.data.manifests import load_datasets
     from signclip.data.shards import is_shard_dir
     from signclip.models.signclip import load
     from signclip.training import fit, fit_shards
+    from signclip.training.batches import source_weights
     from signclip.training.distributed import cleanup, is_main
 
     if init and model:
         raise UsageError("give --model (a new model) or --init (a trained one), not both")
     chosen = get_recipe(recipe or ("finetune" if init else "default"))
     base = json.loads(config.read_text()) if config else {}
+    sources = data or ["lexicon"]
     options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
                "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
-               "split_by": split_by, "refit_statistics": True if refit_stats else None, "precision": precision}
+               "split_by": split_by, "retrain": retrain or None, "refit_statistics": True if refit_stats else None,
+               "source_weights": parse_weights(source_weight) if source_weight else None, "precision": precision}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
-    cfg = chosen.train_config(**{**base, **options})
+    cfg = chosen.train_config(**{**base, **{k: v for k, v in options.items() if v is not None}})
     if cfg.precision not in PRECISIONS:
         raise UsageError(f"precision: expected one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     threads_line = use_threads(threads).describe()
     model_cfg = load(init) if init else chosen.model_config(model)
-    table = None if is_shard_dir(data) else load_dataset(data)  # bad data is reported before anything starts
+    shards = any(is_shard_dir(d) for d in sources)
+    if shards and len(sources) > 1:
+        raise UsageError("a shard directory trains alone: give it as the only data source")
+    table = None if shards else load_datasets(sources)  # bad data is reported before anything starts
+    if table is not None:
+        source_weights(table, cfg.source_weights)  # unknown source names, before anything starts
     if is_main():
         what = f"fine-tuning {init}" if init else f"model {model_cfg.name}" + (
             f" {chosen.model_overrides}" if chosen.model_overrides and not model else "")
@@ -84,13 +99,27 @@ def train_cmd(
                    + ("refitted" if cfg.refit_statistics or not init else "kept from the model"))
         typer.echo(f"CPU: {threads_line}")
     if table is None:  # packed shards are streamed
-        _, _, summary = fit_shards(data, model_cfg, cfg, out, resume=resume)
+        _, _, summary = fit_shards(sources[0], model_cfg, cfg, out, resume=resume)
     else:
         _, _, summary = fit(table, model_cfg, cfg, out, resume=resume)
     if is_main():
         typer.echo(json.dumps(summary["best_metrics"], indent=2))
         typer.echo(f"best model: {out / 'best'}")
     cleanup()
+
+
+def parse_weights(items: list[str]) -> dict[str, float]:
+    """``["NAME=FACTOR", ...]`` -> {NAME: FACTOR}."""
+    weights = {}
+    for item in items:
+        name, _, factor = item.partition("=")
+        try:
+            weights[name.strip()] = float(factor)
+        except ValueError:
+            raise UsageError(f"--source-weight {item!r}: expected NAME=FACTOR, e.g. lexicon=0.5") from None
+        if not name.strip() or not weights[name.strip()] > 0:
+            raise UsageError(f"--source-weight {item!r}: expected a source name and a factor > 0")
+    return weights
 
 
 def quickstart_cmd(

@@ -7,6 +7,7 @@ after loading; :func:`signclip.pose.io.read_pose` reads every path a table can h
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -113,6 +114,36 @@ def load_dataset(source: str | Path | None) -> pd.DataFrame:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such manifest")
     return load_manifest(source)
+
+
+SOURCE = "source"  # the column naming each row's source when several are trained together
+
+
+def source_name(source: str | Path) -> str:
+    """A short name for a data source: ``lexicon``, a folder's name, or a CSV's stem (its folder's name for
+    ``manifest.csv``)."""
+    if str(source) == "lexicon":
+        return "lexicon"
+    path = Path(source)
+    if path.suffix.lower() == ".csv":
+        return path.parent.name if path.stem == "manifest" and path.parent.name else path.stem
+    return path.name or str(source)
+
+
+def load_datasets(sources: Sequence[str | Path]) -> pd.DataFrame:
+    """One source as :func:`load_dataset` gives it; several as one table with a :data:`SOURCE` column (each
+    source's name, made unique), every source keeping its own languages, splits and columns."""
+    if len(sources) == 1:
+        return load_dataset(sources[0])
+    tables, names = [], []
+    for source in sources:
+        name = base = source_name(source)
+        k = 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+        tables.append(load_dataset(source).assign(**{SOURCE: name}))
+    return pd.concat(tables, ignore_index=True)
 
 
 def normalise_table(df: pd.DataFrame, root: Path) -> pd.DataFrame:

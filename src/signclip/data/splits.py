@@ -9,8 +9,14 @@ it). Its rules, which users can rely on:
   into train / validation / test when no row is marked test, into train / validation otherwise;
 * with ``group``, a group never spans the test set and another split: rows without a split whose group
   has test rows are left out (``split`` "excluded");
+* validation rows are drawn at random from the training rows, or by ``group`` when given: holding a whole
+  signer or session out for validation when there are only a few of them costs more than the validation
+  is worth (benchmarks/RESULTS.md, generalisation); :func:`unseen_group` tells when the test set is unseen
+  signers / sessions so training can say so;
+* whole groups are chosen at random to hold about each fraction of the rows (at least one group, never all);
 * when no row ends up in validation, a validation set is carved out of the training rows, by ``group``
-  when there are enough groups to spare one, else at random.
+  when the training rows have at least two groups, else at random;
+* several sources trained together (a ``source`` column) are each split on their own.
 
 Every row's ``split_origin`` says what decided its split ("manifest", "random", "by <group>",
 "excluded"); :func:`split_summary` turns that into the lines training prints.
@@ -21,10 +27,50 @@ import numpy as np
 import pandas as pd
 
 from signclip.config import TrainConfig
+from signclip.data.manifests import SOURCE
 
 SPLITS = ("train", "validation", "test")
 ORIGIN = "split_origin"
-MIN_GROUPS_FOR_VALIDATION = 3  # a validation group is carved only when at least 2 groups stay for training
+# columns naming who or when a clip was recorded, coarsest first: when the test rows' values of one of them never
+# occur in the other rows, the test set is unseen signers (or sessions) and validation is carved the same way
+GROUP_COLUMNS = ("signer", "session")
+
+
+def unseen_group(df: pd.DataFrame) -> str | None:
+    """The first of :data:`GROUP_COLUMNS` whose values on the test rows all differ from those of the other rows
+    (which have at least two of them), else None."""
+    test = df["split"] == "test"
+    for col in GROUP_COLUMNS:
+        if col not in df.columns or not test.any() or df.loc[test, col].isna().any():
+            continue
+        others = df.loc[~test & df["split"].ne("excluded"), col].dropna().astype(str)
+        if others.nunique() >= 2 and not set(df.loc[test, col].astype(str)) & set(others):
+            return col
+    return None
+
+
+def validation_group(df: pd.DataFrame, group: str | None = None) -> str | None:
+    """``group`` or the first of :data:`GROUP_COLUMNS` whose validation values never occur among the training
+    rows, else None."""
+    val, train = df["split"] == "validation", df["split"] == "train"
+    for col in ((group,) if group else ()) + GROUP_COLUMNS:
+        if col in df.columns and val.any() and df.loc[val, col].notna().all() and df.loc[train, col].notna().any():
+            if not set(df.loc[val, col].astype(str)) & set(df.loc[train, col].astype(str)):
+                return col
+    return None
+
+
+def pick_groups(sizes: pd.Series, fraction: float, rng: np.random.Generator) -> set[str]:
+    """Whole groups holding about ``fraction`` of the rows: in random order, each group is taken when it brings
+    the share closer to ``fraction``; at least one group (the smallest if none), never all of them."""
+    target = fraction * sizes.sum()
+    chosen: set[str] = set()
+    n = 0
+    for g in rng.permutation(np.array(sizes.index, dtype=object)):
+        if abs(n + sizes[g] - target) < abs(n - target) and len(chosen) + 1 < len(sizes):
+            chosen.add(g)
+            n += sizes[g]
+    return chosen or ({sizes.idxmin()} if len(sizes) > 1 else set())
 
 
 def split_options(val_fraction: float | None, test_fraction: float | None, seed: int | None
@@ -41,18 +87,18 @@ def split_dataset(df: pd.DataFrame, val_fraction: float | None = None, test_frac
     by default).
 
     Rows that already have a split keep it. ``group`` (e.g. ``"signer"``) keeps each group in one
-    split (signer-independent evaluation)."""
+    split (signer-independent evaluation): whole groups holding about each fraction of the rows."""
     val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
     df = df.copy()
     has = df["split"].isin(SPLITS)
     todo = df.index[~has]
     rng = np.random.default_rng(seed)
     if group and df[group].notna().any():
-        groups = np.array(sorted(df.loc[todo, group].astype(str).unique()))
-        rng.shuffle(groups)
-        n_test = max(1, round(len(groups) * test_fraction)) if test_fraction > 0 else 0
-        n_val = max(1, round(len(groups) * val_fraction)) if val_fraction > 0 else 0
-        assign = {g: "test" for g in groups[:n_test]} | {g: "validation" for g in groups[n_test:n_test + n_val]}
+        sizes = df.loc[todo, group].astype(str).value_counts().sort_index()
+        test = pick_groups(sizes, test_fraction, rng) if test_fraction > 0 else set()
+        rest = sizes.drop(list(test))
+        val = pick_groups(rest, val_fraction, rng) if val_fraction > 0 else set()
+        assign = {g: "test" for g in test} | {g: "validation" for g in val}
         df.loc[todo, "split"] = [assign.get(g, "train") for g in df.loc[todo, group].astype(str)]
         return df
     order = rng.permutation(todo)
@@ -68,8 +114,19 @@ def ensure_split(df: pd.DataFrame, val_fraction: float | None = None, test_fract
                  seed: int | None = None, group: str | None = None) -> pd.DataFrame:
     """The table with every row in a split (or "excluded") and a ``split_origin`` column: see the module
     docstring for the rules (fractions and seed: TrainConfig's by default). A table whose rows already all
-    have a split and a validation set is returned as it is (plus ``split_origin`` "manifest" where missing)."""
+    have a split and a validation set is returned as it is (plus ``split_origin`` "manifest" where missing).
+    Several sources (a ``source`` column) are each split on their own."""
     val_fraction, test_fraction, seed = split_options(val_fraction, test_fraction, seed)
+    if SOURCE in df.columns and df[SOURCE].nunique() > 1:
+        parts = [ensure_one_source(part, val_fraction, test_fraction, seed, group)
+                 for _, part in df.groupby(SOURCE, sort=False)]
+        return pd.concat(parts).loc[df.index]
+    return ensure_one_source(df, val_fraction, test_fraction, seed, group)
+
+
+def ensure_one_source(df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                      group: str | None) -> pd.DataFrame:
+    """:func:`ensure_split` of one source's rows."""
     df = df.copy()
     if ORIGIN not in df.columns:
         df[ORIGIN] = np.where(df["split"].isin(SPLITS), "manifest", None)
@@ -92,13 +149,12 @@ def ensure_split(df: pd.DataFrame, val_fraction: float | None = None, test_fract
 
 
 def carve_validation(df: pd.DataFrame, val_fraction: float, seed: int, group: str | None) -> pd.DataFrame:
-    """Move ``val_fraction`` of the training rows to validation: whole groups when the training rows have
-    at least :data:`MIN_GROUPS_FOR_VALIDATION` of them, else rows at random."""
+    """Move about ``val_fraction`` of the training rows to validation: whole groups when the training rows have
+    at least two of them, else rows at random."""
     train = df.index[df["split"] == "train"]
     if len(train) < 2:
         return df
-    groups = df.loc[train, group].astype(str) if group else None
-    by_group = groups is not None and groups.nunique() >= MIN_GROUPS_FOR_VALIDATION
+    by_group = group is not None and df.loc[train, group].astype(str).nunique() >= 2
     part = split_dataset(df.loc[train].assign(split=None), val_fraction, 0.0, seed, group if by_group else None)
     moved = part.index[part["split"] == "validation"]
     df.loc[moved, "split"] = "validation"
@@ -108,7 +164,10 @@ def carve_validation(df: pd.DataFrame, val_fraction: float, seed: int, group: st
 
 
 def split_summary(df: pd.DataFrame) -> list[str]:
-    """One line per (split, origin): how many rows, and what decided it."""
+    """One line per (split, origin): how many rows, and what decided it (per source when there are several)."""
+    if SOURCE in df.columns and df[SOURCE].nunique() > 1:
+        return [f"{name}: {line}" for name, part in df.groupby(SOURCE, sort=False)
+                for line in split_summary(part.drop(columns=SOURCE))]
     counts = df.groupby(["split", ORIGIN], dropna=False, sort=False).size()
     order = {s: i for i, s in enumerate(SPLITS + ("excluded",))}
     lines = []

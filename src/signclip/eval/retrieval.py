@@ -77,12 +77,25 @@ def retrieval_metrics(pose_emb: np.ndarray, text_emb: np.ndarray, text_index: np
     return similarity_metrics(pose_emb @ text_emb.T, text_index)
 
 
+def pose_to_text_loss(sim: np.ndarray, text_index: np.ndarray, scale: float) -> float:
+    """Mean cross-entropy of each pose's text among the (N poses, M texts) candidates at temperature scale
+    ``scale``: the pose side of the contrastive loss (poses whose text is no candidate are left out)."""
+    known = np.flatnonzero(np.asarray(text_index) >= 0)
+    logits = scale * sim[known].astype(np.float64)  # (K, M)
+    logits -= logits.max(1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return float(-log_p[np.arange(len(known)), np.asarray(text_index)[known]].mean()) if len(known) else float("nan")
+
+
 def evaluate_split(model: SignCLIP, data: SplitData, batch_size: int = 64) -> dict[str, float]:
-    """Retrieval metrics on one preprocessed split with its prompts (unique prompts as text candidates)."""
+    """Retrieval metrics on one preprocessed split with its prompts (unique prompts as text candidates), and the
+    contrastive loss of its poses (``pose_to_text/loss``, at the model's temperature)."""
     texts, index = unique_texts(data.prompts)
     pose_emb = model.encode_arrays(data.arrays, batch_size, progress=False)
     text_emb = model.encode_text(texts, batch_size=batch_size, progress=False)
-    return retrieval_metrics(pose_emb, text_emb, index)
+    scale = float(model.scale().detach())
+    return {**retrieval_metrics(pose_emb, text_emb, index),
+            "pose_to_text/loss": pose_to_text_loss(pose_emb @ text_emb.T, index, scale)}
 
 
 def chance_metrics(text_index: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:

@@ -189,13 +189,17 @@ class SignCLIP(nn.Module, PoseTextEncoder):
         z = self.text(input_ids, attention_mask)
         return nn.functional.normalize(z, dim=-1) if normalize else z
 
+    def scale(self) -> torch.Tensor:
+        """The similarity scale exp(logit_scale) (1 / temperature), at most 100 as in CLIP."""
+        return self.logit_scale.clamp(max=np.log(100)).exp()
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, features: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised pose and text embeddings (B, E) each, and the temperature scale exp(logit_scale).
         With ``features``: frame features (B, T, W) and token features (B, L, H) instead of embeddings
         (for the objectives that need them, see :mod:`signclip.training.objectives`)."""
-        scale = self.logit_scale.clamp(max=np.log(100)).exp()
+        scale = self.scale()
         if features:
             return self.pose.frame_features(x, mask), self.text.token_features(input_ids, attention_mask), scale
         return self.forward_pose(x, mask), self.forward_text(input_ids, attention_mask), scale

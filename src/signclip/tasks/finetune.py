@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from signclip.config import ModelConfig, get_recipe
 from signclip.cpu import resolve_precision
 from signclip.data.arrays import SplitData, load_split
-from signclip.data.manifests import load_manifest
-from signclip.data.splits import SPLITS, ensure_split, split_summary
+from signclip.data.splits import SPLITS
 from signclip.files import write_text
 from signclip.models.signclip import SignCLIP
 from signclip.tasks.config import LOWER_IS_BETTER, TaskConfig
@@ -39,7 +38,8 @@ from signclip.tasks.model import TaskModel, load
 from signclip.tasks.vocab import build_vocab
 from signclip.training.batches import MemorySource, PoseTextDataset
 from signclip.training.checkpoints import run_lock
-from signclip.training.distributed import barrier, broadcast_object, init_distributed
+from signclip.training.distributed import init_distributed
+from signclip.training.fit import run_splits
 from signclip.training.loop import Trainer
 from signclip.training.optim import lr_lambda, make_ema
 
@@ -184,16 +184,7 @@ def finetune(data: pd.DataFrame, cfg: TaskConfig, out: str | Path,
     env = init_distributed(tc.device)
     out = Path(out)
     with run_lock(out) if env.is_main else nullcontext():
-        splits_csv = out / "splits.csv"
-        if broadcast_object(resume and splits_csv.exists()):
-            data = load_manifest(splits_csv)
-        else:
-            data = ensure_split(data, tc.val_fraction, tc.test_fraction, tc.seed, tc.split_by)
-        barrier()
-        if env.is_main:
-            write_text(splits_csv, data.to_csv(index=False))
-            if progress:
-                print("splits (saved to splits.csv): " + "; ".join(split_summary(data)), flush=True)
+        data = run_splits(data, tc, out, resume, progress)
         encoder = initial_encoder(init, model)
         pose_cfg = (encoder if isinstance(encoder, ModelConfig) else
                     encoder.cfg if isinstance(encoder, SignCLIP) else encoder.encoder_cfg).pose

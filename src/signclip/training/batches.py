@@ -3,14 +3,16 @@ each rank's share of them. Every random draw is a pure function of (seed, epoch,
 reproducible and a resumed run continues exactly."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from signclip.batching import pad_poses
 from signclip.config import AugmentConfig, PoseConfig
+from signclip.data.manifests import SOURCE
 from signclip.pose.augment import augment
 from signclip.pose.layout import Layout, get_layout
 from signclip.text.prompts import prompt_id
@@ -49,7 +51,10 @@ class PoseTextDataset(Dataset):
         return len(self.arrays)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str, int]:
-        return training_sample(self.arrays[i], self.prompts[i], self.language_prompts[i], self.layout, self.cfg,
+        """Example ``i``; an index ``i + c * len(self)`` is the c-th extra copy of it in an epoch that repeats
+        examples (:func:`weighted_order`), augmented with its own draws."""
+        j = i % len(self.arrays)
+        return training_sample(self.arrays[j], self.prompts[j], self.language_prompts[j], self.layout, self.cfg,
                                self.augment_cfg, self.language_prompt_p, (self.seed, self.epoch, i))
 
 
@@ -64,14 +69,47 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[i: i + size] for i in range(0, len(items), size)]
 
 
+def weighted_order(weights: Sequence[float], rng: np.random.Generator) -> list[int]:
+    """One epoch's samples when example ``i`` is drawn ``weights[i]`` times on average (per-source upsampling,
+    as open_clip's): each group of equal weight contributes round(weight x its size) samples, whole copies of
+    it and a random part; the c-th extra copy of example ``i`` is the index ``i + c * n``. Shuffled."""
+    w = np.asarray(weights, dtype=float)
+    n, picked = len(w), []
+    for value in np.unique(w):
+        idx = np.flatnonzero(w == value)
+        copies, rest = divmod(round(value * len(idx)), len(idx))
+        picked += [i + c * n for c in range(copies) for i in idx]
+        picked += (rng.choice(idx, rest, replace=False) + copies * n).tolist()
+    return [picked[j] for j in rng.permutation(len(picked))]
+
+
+def source_weights(df: pd.DataFrame, weights: Mapping[str, float]) -> list[float] | None:
+    """Each training row's draws per epoch from per-source ``weights`` (source name -> factor, others 1), or
+    None when every factor is 1. Unknown names and factors <= 0 are refused."""
+    if not weights:
+        return None
+    names = sorted(set(df[SOURCE])) if SOURCE in df.columns else []
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        known = names or "one, unnamed (give several data sources to weight them)"
+        raise ValueError(f"source_weights: unknown source(s) {unknown}; the training sources are {known}")
+    bad = {k: v for k, v in weights.items() if not v > 0}
+    if bad:
+        raise ValueError(f"source_weights: factors must be > 0, got {bad}")
+    return [float(weights.get(name, 1.0)) for name in df[SOURCE]]
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
-                  groups: Sequence[tuple[float, Sequence[str]]] = ()) -> list[list[int]]:
+                  groups: Sequence[tuple[float, Sequence[str]]] = (),
+                  weights: Sequence[float] | None = None) -> list[list[int]]:
     """The shuffled batches of one epoch, a pure function of (seed, epoch) so resume is exact.
 
     ``groups``: (share, key of each sample) pairs for hard negatives: that share of the samples is
     batched in runs of equal key (e.g. the same text in other sign languages), the rest at random, and
-    the batches are shuffled. A last batch of one example is dropped (a contrastive batch needs negatives)."""
-    order = np.random.default_rng((seed, epoch)).permutation(n).tolist()
+    the batches are shuffled. ``weights``: how often each example is drawn per epoch (:func:`weighted_order`).
+    A last batch of one example is dropped (a contrastive batch needs negatives)."""
+    rng_order = np.random.default_rng((seed, epoch))
+    order = weighted_order(weights, rng_order) if weights is not None else rng_order.permutation(n).tolist()
     if not groups:
         return [b for b in _chunks(order, batch_size) if len(b) > 1]
     shares = [share for share, _ in groups]
@@ -80,10 +118,10 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
     rng = np.random.default_rng((seed, epoch, 1))
     batches, start = [], 0
     for share, keys in groups:
-        size = round(share * n)
+        size = round(share * len(order))
         runs: dict[str, list[int]] = {}
         for i in order[start: start + size]:
-            runs.setdefault(keys[i], []).append(i)
+            runs.setdefault(keys[i % n], []).append(i)
         start += size
         runs_list = list(runs.values())
         batches += _chunks([i for j in rng.permutation(len(runs_list)) for i in runs_list[j]], batch_size)
@@ -109,14 +147,15 @@ class MemorySource:
     (``batch_size x world``), this rank's part of each; a pure function of (seed, epoch, rank)."""
 
     def __init__(self, dataset: PoseTextDataset, batch_size: int, seed: int, env: DistEnv, num_workers: int = 0,
-                 groups: Sequence[tuple[float, Sequence[str]]] = ()):
+                 groups: Sequence[tuple[float, Sequence[str]]] = (), weights: Sequence[float] | None = None):
         self.dataset, self.batch_size, self.seed, self.env = dataset, batch_size, seed, env
-        self.num_workers, self.groups = num_workers, groups  # groups: hard-negative batching, see epoch_batches
+        # groups: hard-negative batching; weights: per-example draws per epoch (see epoch_batches)
+        self.num_workers, self.groups, self.weights = num_workers, groups, weights
 
     def _batches(self, epoch: int) -> list[list[int]]:
         world = self.env.world_size
-        return rank_batches(epoch_batches(len(self.dataset), self.batch_size * world, self.seed, epoch, self.groups),
-                            self.env.rank, world)
+        return rank_batches(epoch_batches(len(self.dataset), self.batch_size * world, self.seed, epoch, self.groups,
+                                          self.weights), self.env.rank, world)
 
     def n_batches(self) -> int:
         """Batches per epoch (the same on every rank and in every epoch)."""

@@ -39,7 +39,7 @@ from signclip.eval.retrieval import evaluate_split
 from signclip.files import recover_dir, write_text
 from signclip.models.signclip import SignCLIP
 from signclip.text.prompts import language_prompt
-from signclip.training.batches import MemorySource, PoseTextDataset
+from signclip.training.batches import MemorySource, PoseTextDataset, source_weights
 from signclip.training.checkpoints import (
     append_log,
     has_checkpoint,
@@ -50,7 +50,13 @@ from signclip.training.checkpoints import (
 )
 from signclip.training.distributed import barrier, broadcast_object, gather_with_grad, init_distributed
 from signclip.training.objectives import Objective, no_gather
-from signclip.training.optim import enable_gradient_checkpointing, lr_lambda, make_ema, make_optimizer
+from signclip.training.optim import (
+    enable_gradient_checkpointing,
+    freeze_parameters,
+    lr_lambda,
+    make_ema,
+    make_optimizer,
+)
 from signclip.training.streaming import ShardSource
 
 
@@ -96,11 +102,26 @@ def batch_source(model: SignCLIP, train_data: SplitData | ShardSplit, cfg: Train
                                   language_prompts_for(model, train_data.df), cfg.language_prompt_p)
         groups = [(share, train_data.df[col].astype(str).tolist()) for share, col in
                   ((cfg.text_grouped_batches, "text"), (cfg.language_grouped_batches, "signed_language")) if share > 0]
-        return MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups)
-    if cfg.text_grouped_batches or cfg.language_grouped_batches:
-        raise ValueError("text_grouped_batches / language_grouped_batches need in-memory training data, "
-                         "not streamed shards")
+        return MemorySource(dataset, cfg.batch_size, cfg.seed, env, cfg.num_workers, groups,
+                            source_weights(train_data.df, cfg.source_weights))
+    if cfg.text_grouped_batches or cfg.language_grouped_batches or cfg.source_weights:
+        raise ValueError("text_grouped_batches / language_grouped_batches / source_weights need in-memory "
+                         "training data, not streamed shards")
     return ShardSource.for_model(train_data, model, cfg, env)
+
+
+def clearly_worse(value: float, best: float, n: int) -> bool:
+    """Whether a validation score is clearly below the best so far: by more than two binomial standard errors
+    of a rate measured on ``n`` poses (``n`` = 0: any amount below).
+
+    The rule that picks the kept weights: the latest ones not clearly worse than the best. While validation
+    saturates (the same score, or noise around it, for a long stretch) the later weights win — on the logged
+    test curves of unseen signers they never did worse — but once validation declines beyond its noise, the
+    weights before the decline are kept, not the over-trained ones."""
+    if n <= 0:
+        return value < best
+    p = min(max(best, 1 / n), 1 - 1 / n)  # a perfect score still has the noise of one pose
+    return best - value > 2 * math.sqrt(p * (1 - p) / n)
 
 
 class Trainer:
@@ -125,12 +146,13 @@ class Trainer:
         model.to(device)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(model)
+        freeze_parameters(model, cfg.frozen_parameters)
         self.objective = Objective(model, cfg, gather_with_grad if self.env.distributed else no_gather).to(device)
         self.optimizer = make_optimizer(self.objective, cfg)
         schedule = lr_lambda(cfg.warmup(self.total_steps), self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.ema = make_ema(model, cfg.ema_decay)
-        self.step, self.best, self.best_metrics, self.best_state = 0, -math.inf, {}, None
+        self.step, self.best, self.best_metrics, self.best_state, self.best_step = 0, -math.inf, {}, None, 0
         self.last = self.out / "checkpoints" / "last"
         self.log_path = self.out / "log.jsonl"
         self.log_rows: list[dict] = []
@@ -172,7 +194,8 @@ class Trainer:
             self.run_epoch(net, bar, start)
         bar.close()
         self.finish()
-        return {"steps": self.step, "best_metrics": broadcast_object(self.best_metrics), "seconds": time.time() - start,
+        return {"steps": self.step, "best_step": broadcast_object(self.best_step),
+                "best_metrics": broadcast_object(self.best_metrics), "seconds": time.time() - start,
                 "world_size": self.env.world_size}
 
     def run_epoch(self, net: nn.Module, bar: tqdm, start: float) -> None:
@@ -237,12 +260,18 @@ class Trainer:
             return
         evaluated = self.model if self.ema is None else self.ema.module  # the weights that would be kept
         metrics = evaluate_split(evaluated, validation)
-        self.model.train()
         row.update({f"val/{k}": v for k, v in metrics.items()})
+        test = self.splits.get("test")
+        if self.cfg.monitor_test and isinstance(test, SplitData) and len(test.arrays) > 1:
+            row.update({f"test/{k}": v for k, v in evaluate_split(evaluated, test).items()})
+        self.model.train()
         higher_is_better = "MedianR" not in self.cfg.best_metric
         value = metrics[self.cfg.best_metric] * (1 if higher_is_better else -1)
-        if value >= self.best:  # a tie keeps the later (longer-trained) weights; written with the next checkpoint
-            self.best, self.best_metrics = value, metrics
+        self.best = max(self.best, value)  # the best validation score so far
+        rate = "R@" in self.cfg.best_metric or "accuracy" in self.cfg.best_metric
+        if not clearly_worse(value, self.best, len(validation.arrays) if rate else 0):
+            # the latest weights not clearly worse than the best are kept; written with the next checkpoint
+            self.best_metrics, self.best_step = metrics, self.step
             self.best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
         bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{metrics[self.cfg.best_metric]:.3f}")
 
@@ -266,7 +295,8 @@ class Trainer:
                 self.best_state = None
             save_checkpoint(self.model, self.last, {
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "step": self.step,
-                "best": self.best, "best_metrics": self.best_metrics, "world_size": self.env.world_size,
+                "best": self.best, "best_metrics": self.best_metrics, "best_step": self.best_step,
+                "world_size": self.env.world_size,
                 "ema": None if self.ema is None else self.ema.state_dict(),
                 "heads": self.objective.heads_state_dict()})
         barrier()
@@ -278,6 +308,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best, self.best_metrics = state["step"], state["best"], state["best_metrics"]
+        self.best_step = state.get("best_step", self.step)
         if self.ema is not None and state.get("ema") is not None:  # else: the average starts from the checkpoint
             self.ema.load_state_dict(state["ema"])
         if state.get("heads"):
@@ -287,6 +318,7 @@ class Trainer:
         """Rank 0: without a validation split the last (averaged) weights are the best we have; log.csv."""
         if self.env.is_main and not (self.out / "best").exists():
             self.model.save(self.out / "best", None if self.ema is None else self.ema.module.state_dict())
+            self.best_step = self.step
         if self.env.is_main:
             write_text(self.out / "log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
         barrier()

@@ -28,6 +28,18 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                              betas=tuple(cfg.betas))
 
 
+def freeze_parameters(model: SignCLIP, prefixes: list[str]) -> None:
+    """Keep the parameters whose names start with one of ``prefixes`` at their current values."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        parts = sorted({".".join(n.split(".")[:2]) for n in names})
+        raise ValueError(f"frozen_parameters: {unknown} match no parameter; the model's parts are {parts}")
+    for name, p in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            p.requires_grad_(False)
+
+
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     """Linear warm-up from ``1/warmup`` to 1 over ``warmup`` steps, then cosine to 0 at ``total``.
 
