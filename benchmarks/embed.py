@@ -5,7 +5,10 @@ tower, random weights, no download) measured in the same run; plus peak memory (
 Each model runs in its own subprocess so that ru_maxrss is that model's peak (Python + torch
 included). Inputs are real lexicon poses (preprocessed once, model time only) and lexicon prompts.
 
-    python benchmarks/embed.py [--threads 2] [--poses 64] [--texts 96]
+    python benchmarks/embed.py [--threads 2] [--poses 64] [--texts 96] [--profile tiny]
+
+``--profile NAME``: then where that model's pose batches of 32 spend their time (torch profiler: self time
+per op, and the time outside torch ops: Python, padding, sorting).
 """
 from __future__ import annotations
 
@@ -133,6 +136,36 @@ def worker(name: str, threads: int, n_poses: int, n_texts: int) -> dict:
     return result
 
 
+def profile(name: str, threads: int, n_poses: int, rounds: int = 5) -> str:
+    """A markdown table of where ``name``'s pose batches of 32 spend their wall time (torch profiler)."""
+    import torch
+
+    import signclip
+    from signclip.data.manifests import load_lexicon
+
+    torch.set_num_threads(threads)
+    model = signclip.create_model(name).eval()
+    arrays = [model.preprocess_pose(p) for p in load_lexicon().sample(n_poses, random_state=0)["path"]]
+    model.encode_arrays(arrays, 32, progress=False)  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(rounds):
+            model.encode_arrays(arrays, 32, progress=False)
+        wall = (time.perf_counter() - start) * 1e6  # µs
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    batches = rounds * -(-len(arrays) // 32)
+    lines = [f"`{name}`, {len(arrays)} lexicon poses in batches of 32, {threads} thread(s): "
+             f"{wall / batches / 1000:.2f} ms per batch (with the profiler on)\n",
+             "| op | calls per batch | ms per batch | share of wall time |", "|---|---:|---:|---:|"]
+    for e in events[:12]:
+        lines.append(f"| {e.key} | {e.count / batches:.0f} | {e.self_cpu_time_total / batches / 1000:.3f} | "
+                     f"{e.self_cpu_time_total / wall:.1%} |")
+    outside = wall - sum(e.self_cpu_time_total for e in events)
+    lines.append(f"| outside torch ops (Python, padding, sorting) | | {outside / batches / 1000:.3f} | "
+                 f"{outside / wall:.1%} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     ref = next(r for r in rows if r["model"] == "reference")
     head = ("| model | params (M) | poses/s b1 | poses/s b32 | texts/s b1 | texts/s b32 | peak RSS (MiB) |\n"
@@ -155,6 +188,7 @@ def main() -> None:
     ap.add_argument("--poses", type=int, default=64, help="poses timed at batch 32 (a quarter at batch 1)")
     ap.add_argument("--texts", type=int, default=96, help="texts timed at batch 32 (a quarter at batch 1)")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--profile", help="profile this model's pose batches of 32 after the table")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -171,6 +205,8 @@ def main() -> None:
     print(f"CPU, {args.threads} torch threads; (x) = times the reference-style model; throughput from the "
           f"median batch time; mean {rows[0]['frames_mean']:.0f} frames per lexicon pose\n")
     print(table(rows))
+    if args.profile:
+        print("\n" + profile(args.profile, args.threads, args.poses))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ and cosine of the embeddings, on real lexicon poses and prompts.
 
     python benchmarks/onnx_speed.py --threads 1 --iters 30 --model signclip-quickstart/best
 
+On a CPU with bf16 instructions a ``torch bf16`` row (``SignCLIP.set_precision("bf16")``) stands beside
+them: onnxruntime's CPU provider has no bf16 MatMul, so that is the bf16 path.
+
 Without ``--model``: an untrained ``tiny`` model with lexicon pose statistics. Its transformer layers
 start as copies of each other (``nn.TransformerEncoder`` clones the layer), the exporter stores the
 identical weights once and the quantiser then converts only their first use, so int8 figures need a
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--model", help="a saved model directory (default: an untrained tiny model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from signclip.cpu import cpu_has_bf16
     from signclip.data.manifests import load_lexicon
     from signclip.export.onnx import export_onnx
     from signclip.export.runtime import OnnxSignCLIP
@@ -49,7 +53,11 @@ def main() -> None:
 
     lexicon = load_lexicon()
     with tempfile.TemporaryDirectory() as tmp:
-        model = load(args.model or untrained_model_dir(Path(tmp) / "model", lexicon)).eval()
+        model_dir = args.model or untrained_model_dir(Path(tmp) / "model", lexicon)
+        model = load(model_dir).eval()
+        bf16 = load(model_dir).eval() if cpu_has_bf16() else None
+        if bf16 is not None:
+            bf16.set_precision("bf16")
         export_onnx(model, Path(tmp) / "onnx", int8=True)
         fp32 = OnnxSignCLIP(Path(tmp) / "onnx", threads=args.threads)
         int8 = OnnxSignCLIP(Path(tmp) / "onnx", int8=True, threads=args.threads)
@@ -71,6 +79,9 @@ def main() -> None:
             "text": {"torch": lambda t: model.encode_text(t), "onnx fp32": lambda t: fp32.encode_text(t),
                      "onnx int8": lambda t: int8.encode_text(t)},
         }
+        if bf16 is not None:
+            runs["pose"]["torch bf16"] = lambda a: bf16.encode_arrays(a, 32)
+            runs["text"]["torch bf16"] = lambda t: bf16.encode_text(t)
         for enc, fns in runs.items():
             inputs1, inputs32, ref = (one, batch, ref_pose) if enc == "pose" else (prompts[:1], prompts[:32], ref_text)
             full = arrays if enc == "pose" else prompts

@@ -75,34 +75,26 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def quantize_all(onnx_dir: Path, threads: int):
-    """The exported int8 runtime with every MatMul of the pose graph quantised but the input MLP's, i.e. the
-    BERT feed-forward output layers too, which ``signclip.export.onnx.quantize_int8`` keeps in fp32."""
-    import onnx
+def uncalibrated(onnx_dir: Path, threads: int):
+    """The int8 runtime of an export with the pose graph quantised without calibration poses
+    (``signclip.export.onnx.quantize_int8``: BERT's feed-forward output layers kept in fp32)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from signclip.export.onnx import quantize_int8
     from signclip.export.runtime import OnnxSignCLIP
 
-    src, dst = onnx_dir / "pose_encoder.onnx", onnx_dir / "pose_encoder.all-int8.onnx"
-    nodes = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                     nodes_to_exclude=[n for n in nodes if "frame_mlp" in n])
+    dst = quantize_int8(onnx_dir / "pose_encoder.onnx", onnx_dir / "pose_encoder.uncalibrated-int8.onnx")
     runtime = OnnxSignCLIP(onnx_dir, int8=True, threads=threads)
     runtime.pose_session = ort.InferenceSession(str(dst), runtime.pose_session.get_session_options(),
                                                 providers=["CPUExecutionProvider"])
     return runtime
 
 
-def trained_layers_proxy(paths: list[str], threads: int) -> dict[str, float]:
-    """int8 against fp32 (min cosine) for a reference pose tower whose BERT layers are trained ones: MiniLM's
-    (the default text model: 384 wide, 6 layers), input MLP random. Random weights have none of the activation
-    outliers of trained BERT feed-forward layers, so they cannot show what quantising those layers costs."""
+def trained_layers_model():
+    """A reference pose tower whose BERT layers are trained ones: MiniLM's (the default text model: 384 wide,
+    6 layers), input MLP random. Random weights have none of the activation outliers of trained BERT
+    feed-forward layers, so they cannot show what quantising those layers (or bf16) costs."""
     import signclip
-    from signclip.export.onnx import export_onnx
-    from signclip.export.runtime import OnnxSignCLIP
-
-    from reference_utils import cos_rows
 
     torch.manual_seed(0)
     model = signclip.create_model("reference", embed_dim=384, pose_width=384, pose_layers=6, text_model="default",
@@ -112,13 +104,38 @@ def trained_layers_proxy(paths: list[str], threads: int) -> dict[str, float]:
                          strict=False)
     ids = [model.tokenizer.cls_token_id, model.tokenizer.sep_token_id]
     bert.embeddings.word_embeddings.weight.data = mini.embeddings.word_embeddings.weight.data[ids].clone()
+    return model
+
+
+def converted_e72(tmp: Path):
+    """The E7.2-sized reference checkpoint (random weights) written to ``tmp`` and converted: (the converted
+    SignCLIP, the reference weights, the tokenizer)."""
+    import signclip
+
+    from reference_utils import fairseq_checkpoint, random_weights, reference_shapes, sized_tokenizer
+
+    weights = random_weights(reference_shapes(609, 28996, 12, 12, hidden=768, intermediate=3072), 0, std=0.02)
+    torch.save(fairseq_checkpoint(weights), tmp / "checkpoint_best.pt")
+    tok = sized_tokenizer(tmp / "vocab", 28996)
+    model = signclip.load(signclip.convert_reference(tmp / "checkpoint_best.pt", tmp / "model", tokenizer=tok))
+    return model, weights, tok
+
+
+def trained_layers_proxy(paths: list[str], calibration: list[str], threads: int) -> dict[str, float]:
+    """int8 against fp32 (min cosine over ``paths``) for :func:`trained_layers_model`, calibrated on the
+    poses ``calibration`` and not."""
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    from reference_utils import cos_rows
+
+    model = trained_layers_model()
     with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(model, Path(tmp), int8=True)
+        export_onnx(model, Path(tmp), int8=True, calibration=[model.preprocess_pose(p) for p in calibration])
         fp32 = OnnxSignCLIP(tmp, threads=threads).encode_pose(paths)
-        return {"shipped int8": float(cos_rows(OnnxSignCLIP(tmp, int8=True, threads=threads).encode_pose(paths),
-                                               fp32).min()),
-                "int8 incl. feed-forward outputs": float(cos_rows(quantize_all(Path(tmp), threads).encode_pose(paths),
-                                                                  fp32).min())}
+        return {"calibrated int8": float(cos_rows(OnnxSignCLIP(tmp, int8=True, threads=threads).encode_pose(paths),
+                                                  fp32).min()),
+                "uncalibrated int8": float(cos_rows(uncalibrated(Path(tmp), threads).encode_pose(paths), fp32).min())}
 
 
 def main() -> None:
@@ -134,34 +151,27 @@ def main() -> None:
     from signclip.export.onnx import export_onnx
     from signclip.export.runtime import OnnxSignCLIP
 
-    from reference_utils import (
-        cos_rows,
-        fairseq_checkpoint,
-        random_weights,
-        reference_features_e72,
-        reference_shapes,
-        sized_tokenizer,
-    )
+    from reference_utils import cos_rows, reference_features_e72
 
     load_before = os.getloadavg()
-    paths = load_lexicon().sample(args.poses, random_state=0)["path"].tolist()
+    drawn = load_lexicon().sample(args.poses + 64, random_state=0)["path"].tolist()
+    paths, calibration = drawn[:args.poses], drawn[args.poses:]  # int8 calibration poses: others
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        weights = random_weights(reference_shapes(609, 28996, 12, 12, hidden=768, intermediate=3072), 0, std=0.02)
-        torch.save(fairseq_checkpoint(weights), tmp / "checkpoint_best.pt")
-        tok = sized_tokenizer(tmp / "vocab", 28996)
-        model = signclip.load(signclip.convert_reference(tmp / "checkpoint_best.pt", tmp / "model", tokenizer=tok))
+        model, weights, tok = converted_e72(tmp)
         t_convert = time.perf_counter() - t0
         reference = {attn: ReferencePath(weights, tok.cls_token_id, tok.sep_token_id, attn).eval()
                      for attn in ("sdpa", "eager")}
         del weights
         t0 = time.perf_counter()
-        export_onnx(model, tmp / "onnx", int8=True)
+        export_onnx(model, tmp / "onnx", int8=True, calibration=[model.preprocess_pose(p) for p in calibration])
         t_export = time.perf_counter() - t0
         fp32 = OnnxSignCLIP(tmp / "onnx", threads=args.threads)
         int8 = OnnxSignCLIP(tmp / "onnx", int8=True, threads=args.threads)
-        all8 = quantize_all(tmp / "onnx", args.threads)
+        int8_plain = uncalibrated(tmp / "onnx", args.threads)
+        bf16 = signclip.load(tmp / "model")
+        bf16.set_precision("bf16")  # bf16 weights + autocast; fast where the CPU has bf16 instructions
 
         feats = [torch.from_numpy(looped(reference_features_e72(p).numpy(), args.frames)) for p in paths]
         arrays = [looped(model.preprocess_pose(p), args.frames) for p in paths]
@@ -180,10 +190,13 @@ def main() -> None:
                 lambda: model.encode_arrays(arrays, batch_size=1, normalize=False, progress=False),
             "signclip torch, `encode_pose` default: batches of 32 sorted by length":
                 lambda: model.encode_arrays(arrays, batch_size=32, normalize=False, progress=False),
+            "signclip torch bf16 (`set_precision`), batches of 32":
+                lambda: bf16.encode_arrays(arrays, batch_size=32, normalize=False, progress=False),
             "signclip ONNX fp32, batches of 32": lambda: fp32.encode_arrays(arrays, 32),
-            "signclip ONNX int8 (as exported), batches of 32": lambda: int8.encode_arrays(arrays, 32),
-            "signclip ONNX int8 incl. feed-forward outputs (not shipped), batches of 32":
-                lambda: all8.encode_arrays(arrays, 32),
+            "signclip ONNX int8, calibrated on 64 other poses (as exported), batches of 32":
+                lambda: int8.encode_arrays(arrays, 32),
+            "signclip ONNX int8, uncalibrated (feed-forward outputs in fp32), batches of 32":
+                lambda: int8_plain.encode_arrays(arrays, 32),
         }
         out = {name: fn() for name, fn in runs.items()}  # warm-up, and the embeddings compared
         times: dict[str, list[float]] = {name: [] for name in runs}
@@ -194,7 +207,7 @@ def main() -> None:
         e2e = {"reference": lambda: [reference["sdpa"]([reference_features_e72(p)]) for p in paths],
                "signclip": lambda: model.encode_pose(paths, batch_size=32, progress=False)}
         e2e_times = {name: min(timed(fn) for _ in range(2)) for name, fn in e2e.items()}
-    proxy = trained_layers_proxy(paths, args.threads)
+    proxy = trained_layers_proxy(paths, calibration, args.threads)
     load_after = os.getloadavg()
 
     lengths = [len(a) for a in arrays]
@@ -212,8 +225,10 @@ def main() -> None:
         to_onnx = f"{cos_rows(out[name], onnx).min():.5f}" if "ONNX" in name else "–"
         print(f"| {name} | {rate[name]:.2f} | {1000 / rate[name]:.0f} | {rate[name] / rate[names[0]]:.2f} | "
               f"{rate[name] / rate[names[2]]:.2f} | {cos_rows(out[name], out[names[0]]).min():.5f} | {to_onnx} |")
-    print(f"\nONNX int8 / fp32: {rate[names[6]] / rate[names[5]]:.2f}× as exported, "
-          f"{rate[names[7]] / rate[names[5]]:.2f}× with the feed-forward outputs quantised too")
+    onnx32, torch32 = rate["signclip ONNX fp32, batches of 32"], rate[names[4]]
+    print(f"\nONNX int8 / fp32: {rate[names[-2]] / onnx32:.2f}× calibrated (as exported), "
+          f"{rate[names[-1]] / onnx32:.2f}× uncalibrated; torch bf16 / fp32 "
+          f"{rate[names[5]] / torch32:.2f}× (min cosine {cos_rows(out[names[5]], out[names[4]]).min():.5f})")
     print("trained BERT layers (MiniLM's in the same tower), int8 against fp32, min cosine over the poses: "
           + ", ".join(f"{k} {v:.4f}" for k, v in proxy.items()))
     print(f"from .pose files (read + preprocess + embed, best of 2): reference path one at a time "

@@ -147,7 +147,7 @@ def test_torchrun_embed_shards_merges_in_input_order(lexicon, global_batch, tmp_
     model_dir = global_batch[0] / "model"
     model = load(model_dir)
     pack_shards(lexicon.sample(20, random_state=2), tmp_path / "shards", model, rows_per_group=3, progress=False)
-    _torchrun("embed", str(model_dir), "shards", "-o", "emb.parquet", cwd=tmp_path)
+    _torchrun("embed", str(model_dir), "shards", "-o", "emb.parquet", "--precision", "fp32", cwd=tmp_path)
     df = pd.read_parquet(tmp_path / "emb.parquet")
     assert df["index"].tolist() == list(range(20)) and not (tmp_path / "emb.parquet.parts").exists()
     arrays = [a for _, a, _ in ShardSplit(tmp_path / "shards", None).rows()]

@@ -137,7 +137,7 @@ def test_cli_embed_with_the_environment_cache(hub_cache, local_model, tmp_path):
     out = tmp_path / "texts.npy"
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "signclip.cli", "embed", f"hf-hub:{REPO}", "-s", "en", "-l", "ase",
-                        *[a for t in TEXTS for a in ("--text", t)], "-o", str(out)],
+                        *[a for t in TEXTS for a in ("--text", t)], "-o", str(out), "--precision", "fp32"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     np.testing.assert_allclose(np.load(out), local_model.encode_text(TEXTS, "en", "ase"), atol=1e-6)

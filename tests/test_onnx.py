@@ -170,3 +170,52 @@ def test_runtime_has_the_user_api_of_the_torch_model(exported, lexicon_paths, tm
     (old / "signclip_onnx.json").write_text(json.dumps({**spec, "format": "signclip-onnx/1", "normalized": True}))
     with pytest.raises(ValueError, match="normalised embeddings only"):
         OnnxSignCLIP(old).encode_text("A", normalize=False)
+
+
+def test_calibrated_int8_quantises_the_feed_forward_outputs_it_can(tmp_path, lexicon):
+    """With calibration poses, a BERT pose tower's feed-forward output layers are smoothed (the same product in
+    fp32) and quantised where the calibration poses keep the cosine; without, they stay fp32."""
+    import onnx
+    import torch
+
+    import signclip
+    from signclip.export.calibrate import (
+        batches,
+        calibrated_int8,
+        embed,
+        is_feed_forward_output,
+        record,
+        session,
+        smooth,
+    )
+    from signclip.export.onnx import export_onnx
+    from signclip.export.runtime import OnnxSignCLIP
+
+    torch.manual_seed(0)
+    model = signclip.create_model("reference", embed_dim=384, pose_width=384, pose_layers=2, text_model="default",
+                                  text_max_tokens=16).eval()
+    paths = lexicon.sample(40, random_state=0)["path"].tolist()
+    arrays = [model.preprocess_pose(p) for p in paths]
+    export_onnx(model, tmp_path / "plain", int8=True)
+    export_onnx(model, tmp_path / "calibrated", int8=True, calibration=arrays[:24])
+
+    def fp32_matmuls(path):
+        return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul" and "Quant" not in n.name]
+
+    plain = fp32_matmuls(tmp_path / "plain" / "pose_encoder.int8.onnx")
+    calibrated = fp32_matmuls(tmp_path / "calibrated" / "pose_encoder.int8.onnx")
+    assert sum(map(is_feed_forward_output, plain)) == 2 and not any(map(is_feed_forward_output, calibrated))
+
+    held_out = arrays[24:]
+    fp32 = OnnxSignCLIP(tmp_path / "calibrated").encode_arrays(held_out)
+    assert cosines(OnnxSignCLIP(tmp_path / "calibrated", int8=True).encode_arrays(held_out), fp32).min() >= 0.99
+
+    source = tmp_path / "plain" / "pose_encoder.onnx"
+    graph, feeds = onnx.load(str(source)), batches(held_out)
+    names = [n.input[0] for n in graph.graph.node if n.op_type == "MatMul" and is_feed_forward_output(n.name)]
+    channels, _ = record(graph, names, feeds)
+    before = embed(session(graph), feeds)
+    smooth(graph, channels)
+    assert cosines(embed(session(graph), feeds), before).min() >= 0.99999  # smoothing alone changes nothing
+    kept = calibrated_int8(source, tmp_path / "strict.onnx", arrays[:24], [], floor=1.01)  # unreachable
+    assert len(kept) == 2  # every feed-forward output back in fp32

@@ -32,8 +32,9 @@ def model_dir(tmp_path_factory, lexicon):
 
 @pytest.fixture(scope="module")
 def server(model_dir, lexicon_paths, lexicon):
+    # fp32: these tests compare the server's embeddings with the model's to 2e-5 (bf16: tests/test_cpu.py)
     with live_server(model_dir, lexicon_paths[:24], lexicon, max_upload_bytes=MAX_UPLOAD, max_batch=8,
-                     max_wait_ms=5) as s:
+                     max_wait_ms=5, precision="fp32") as s:
         yield s
 
 

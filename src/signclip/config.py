@@ -156,7 +156,7 @@ class TrainConfig:
     source_weights: dict[str, float] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # scale-out: batch_size is per process; under torchrun the global batch is batch_size x world
-    precision: str = "fp32"  # "bf16": autocast to bfloat16 (meant for CUDA; also runs on CPU)
+    precision: str = "fp32"  # "bf16": autocast to bfloat16; "auto": bf16 on a CPU with bf16 instructions (signclip.cpu)
     gradient_checkpointing: bool = False  # recompute pose transformer layers in backward (less memory)
     find_unused_parameters: bool = True  # DDP: the text backbone's pooler gets no gradient
     shuffle_buffer: int = 1000  # streaming shards: samples held per DataLoader worker for shuffling

@@ -18,7 +18,10 @@ import click
 import typer
 
 from signclip.cli import convert, datasets, embedding, evaluation, export, hub, search, serving, tasks, training
+from signclip.cpu import set_wait_policy
 from signclip.errors import RunLockedError
+
+set_wait_policy()  # OpenMP reads it when torch is first imported, which no module above does
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Contrastive pose–text models for sign language (CLIP for sign language).")

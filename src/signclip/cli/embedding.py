@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from signclip.cli.hub import MODEL_HELP, load_model, model_dir
+from signclip.cli.hub import MODEL_HELP, PRECISION_HELP, THREADS_HELP, load_model, model_dir
+from signclip.cpu import use_threads
 from signclip.errors import UsageError
 
 
@@ -27,6 +28,8 @@ def embed_cmd(
     signed_language: Optional[str] = typer.Option(None, "--signed-language", "-l"),
     out: Path = typer.Option(..., "--out", "-o", help=".npy (embeddings only) or .parquet (with metadata)"),
     batch_size: int = 32,
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
 ) -> None:
     """Embed poses or texts into OUT (.npy, or .parquet with one row per item and its metadata)."""
     import pandas as pd
@@ -36,14 +39,15 @@ def embed_cmd(
     from signclip.export.embeddings import check_output, embed_shards, write_embeddings
 
     check_output(out)
+    threads_line = use_threads(threads).describe()
     if inputs and len(inputs) == 1 and is_shard_dir(inputs[0]):  # every rank embeds its row groups (torchrun)
         from signclip.training.distributed import cleanup
 
-        if embed_shards(model_dir(model), inputs[0], out, batch_size=batch_size) is not None:
+        if embed_shards(model_dir(model), inputs[0], out, batch_size=batch_size, precision=precision) is not None:
             typer.echo(f"wrote embeddings of {inputs[0]} to {out}")
         cleanup()
         return
-    m = load_model(model)
+    m = load_model(model, precision)
     if texts:
         emb = m.encode_text(texts, spoken_language, signed_language, batch_size=batch_size, progress=True)
         meta = pd.DataFrame({"text": texts, "prompt": m.prompts(texts, spoken_language, signed_language)})
@@ -69,7 +73,8 @@ def embed_cmd(
                 typer.echo(f"  {message}", err=True)
         meta = meta.drop(index=meta.index[list(skipped)])
     write_embeddings(emb, meta, out)
-    typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out}")
+    typer.echo(f"wrote {len(emb)} embeddings of dimension {emb.shape[1]} to {out} (CPU: {threads_line}; precision "
+               f"{m.precision})")
 
 
 def pose_cmd(

@@ -1,4 +1,5 @@
-"""Models given on the command line (a directory or ``hf-hub:ORG/NAME[@REVISION]``) and ``signclip push``."""
+"""Models given on the command line (a directory or ``hf-hub:ORG/NAME[@REVISION]``), the options of the commands
+that run them (threads, precision), and ``signclip push``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +9,18 @@ import typer
 
 MODEL_HELP = ("saved model directory, or a Hugging Face Hub id hf-hub:ORG/NAME (hf-hub:ORG/NAME@REVISION for a "
               "branch, tag or commit)")
+THREADS_HELP = "torch CPU threads (default: the cores other processes leave free, measured again every few seconds)"
+PRECISION_HELP = "inference precision: auto (bf16 on a CPU with bf16 instructions, else fp32), fp32 or bf16"
 
 
-def load_model(model: str):
-    """The ``SignCLIP`` named by a MODEL argument (a directory or a ``hf-hub:`` id)."""
+def load_model(model: str, precision: str = "fp32"):
+    """The ``SignCLIP`` named by a MODEL argument (a directory or a ``hf-hub:`` id) at this inference precision
+    (``SignCLIP.set_precision``)."""
     from signclip.models.signclip import load
 
-    return load(model)
+    m = load(model)
+    m.set_precision(precision)
+    return m
 
 
 def model_dir(model: str) -> str:

@@ -80,7 +80,7 @@ def index_build(
 
     if (out / "index.json").exists() and not overwrite:
         raise UsageError(f"{out}: an index exists; use `signclip index add` or --overwrite")
-    m = load_model(model)
+    m = load_model(model, "auto")
     # the index remembers its model for `index add` / `search`: a hub id as it is, a directory absolute
     index = SearchIndex.for_model(m, kind, model if is_hub_id(model) else str(Path(model).resolve()))
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
@@ -106,7 +106,7 @@ def index_add(
     from signclip.serve.index import SearchIndex
 
     index = SearchIndex.load(index_dir)
-    m = load_model(model or index.model)
+    m = load_model(model or index.model, "auto")
     index.check_model(m)
     added = _add_to_index(index, m, data, _texts(text, vocab), texts_from_data, spoken_language, signed_language,
                           batch_size)
@@ -133,7 +133,7 @@ def search_cmd(
     if (text is None) == (pose is None):
         raise UsageError("give exactly one of --text or --pose")
     index = SearchIndex.load(index_dir)
-    m = load_model(model or index.model)
+    m = load_model(model or index.model, "auto")
     index.check_model(m)
     if text is not None:
         query = m.encode_text([text], spoken_language, signed_language)  # (1, E)

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from signclip.cli.hub import MODEL_HELP, model_dir
+from signclip.cli.hub import MODEL_HELP, PRECISION_HELP, THREADS_HELP, model_dir
+from signclip.cpu import resolve_precision, use_threads
 
 
 def serve_cmd(
@@ -30,23 +31,21 @@ def serve_cmd(
                                                "(also from SIGNCLIP_API_KEY)"),
     cors_origin: Optional[list[str]] = typer.Option(None, help="a browser origin allowed to call the API "
                                                                "(repeatable), e.g. https://example.org"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
 ) -> None:
     """Serve MODEL over HTTP (FastAPI + uvicorn): /api/embed/text, /api/embed/pose, /api/search, web page at /."""
     from signclip.serve import ServeSettings, build_server
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    threads_line = use_threads(threads).describe()
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              memory_budget_bytes=int(memory_budget_mb * 1024 * 1024), max_frames=max_frames,
                              batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              max_video_seconds=max_video_seconds, read_timeout_s=read_timeout,
                              header_timeout_s=header_timeout, api_key=api_key or None,
-                             cors_origins=tuple(cors_origin or ()))
+                             cors_origins=tuple(cors_origin or ()), precision=precision)
     local = model_dir(model)  # a hf-hub: id is downloaded (or found in the cache) before the server starts
     server = build_server(local, str(index) if index else None, host, port, settings)  # bad model: error here
-    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)"
-               + ("; API key required" if api_key else ""))
+    typer.echo(f"serving {model} on http://{host}:{port} (docs: /docs)" + ("; API key required" if api_key else "")
+               + f"; CPU: {threads_line}; precision {resolve_precision(precision)}")
     server.run()

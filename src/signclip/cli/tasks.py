@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import THREADS_HELP
+from signclip.cpu import use_threads
 from signclip.errors import UsageError
 
 TASK_HELP = "islr (isolated recognition), cslr (continuous recognition, CTC) or slt (gloss-free translation)"
@@ -31,7 +33,7 @@ def finetune_cmd(
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split"),
     refit_stats: bool = typer.Option(False, "--refit-stats", help="with --init: fit the feature statistics to "
                                                                   "this data instead of keeping the model's"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
 ) -> None:
     """Fine-tune a pose encoder on a downstream task with Zhou et al.'s head, loss and Table III settings
@@ -52,16 +54,13 @@ def finetune_cmd(
     if cfg.task != task:
         raise UsageError(f"--config {config}: a {cfg.task} config, not {task}")
     cfg.refit_statistics = cfg.refit_statistics or refit_stats
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    threads_line = use_threads(threads).describe()
     table = load_dataset(data)
     check_targets(table, cfg, str(data))  # before any model is loaded
     _, _, summary = finetune(table, cfg, out, init=init, model=model, resume=resume)
     if is_main():
         typer.echo(json.dumps(summary["best_metrics"], indent=2))
-        typer.echo(f"best model: {out / 'best'}")
+        typer.echo(f"best model: {out / 'best'} (CPU: {threads_line})")
     cleanup()
 
 

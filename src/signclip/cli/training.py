@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from signclip.cli.hub import THREADS_HELP
 from signclip.config import TrainConfig, get_model_config, get_recipe, list_model_configs, list_recipes
+from signclip.cpu import PRECISIONS, use_threads
 from signclip.errors import UsageError
 
 
@@ -45,7 +47,10 @@ def train_cmd(
     batch_size: Optional[int] = None, lr: Optional[float] = None, grad_accum: Optional[int] = None,
     seed: Optional[int] = None, device: Optional[str] = None, save_every: Optional[int] = None,
     eval_every: Optional[int] = None,
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    precision: Optional[str] = typer.Option(None, help="training precision: auto (bf16 autocast on a CPU with bf16 "
+                                                      "instructions, else fp32), fp32 or bf16 (default: the "
+                                                      "recipe's)"),
     resume: bool = typer.Option(True, help="continue from OUT/checkpoints/last when present"),
     split_by: Optional[str] = typer.Option(None, "--split-by", help="keep each value of this column in one split, "
                                            "e.g. 'signer' for signer-independent validation/test sets"),
@@ -73,14 +78,13 @@ def train_cmd(
     options = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "grad_accum": grad_accum,
                "seed": seed, "device": device, "save_every": save_every, "eval_every": eval_every,
                "split_by": split_by, "retrain": retrain or None, "refit_statistics": True if refit_stats else None,
-               "source_weights": parse_weights(source_weight) if source_weight else None}
+               "source_weights": parse_weights(source_weight) if source_weight else None, "precision": precision}
     if (epochs or steps or "epochs" in base or "steps" in base) and "min_steps" not in base:
         options["min_steps"] = 0  # a length given (option or --config): exactly that many epochs or steps
     cfg = chosen.train_config(**{**base, **{k: v for k, v in options.items() if v is not None}})
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"precision: expected one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
+    threads_line = use_threads(threads).describe()
     model_cfg = load(init) if init else chosen.model_config(model)
     shards = any(is_shard_dir(d) for d in sources)
     if shards and len(sources) > 1:
@@ -93,6 +97,7 @@ def train_cmd(
             f" {chosen.model_overrides}" if chosen.model_overrides and not model else "")
         typer.echo(f"recipe {chosen.name}: {what}; statistics "
                    + ("refitted" if cfg.refit_statistics or not init else "kept from the model"))
+        typer.echo(f"CPU: {threads_line}")
     if table is None:  # packed shards are streamed
         _, _, summary = fit_shards(sources[0], model_cfg, cfg, out, resume=resume)
     else:
@@ -133,6 +138,7 @@ def quickstart_cmd(
     from signclip.training import fit
 
     start = time.time()
+    typer.echo(f"CPU: {use_threads(None).describe()}")
     recipe = get_recipe("quickstart")
     cfg = recipe.train_config(epochs=epochs, seed=seed)
     model, splits, summary = fit(load_lexicon(), recipe.model_config(), cfg, out, resume=False)

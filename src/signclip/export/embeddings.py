@@ -41,13 +41,16 @@ def write_embeddings(emb: np.ndarray, meta: pd.DataFrame, out: str | Path) -> Pa
 
 
 def embed_shards(model, root: str | Path, out: str | Path, split: str | None = None, batch_size: int = 64,
-                 progress: bool = True) -> Path | None:
+                 progress: bool = True, precision: str | None = None) -> Path | None:
     """Embed the poses of a shard directory into ``out`` (.npy, or .parquet with metadata), rows in input
-    order. Under torchrun each rank embeds every world-th row group into ``out.parts/``; rank 0 merges."""
+    order. Under torchrun each rank embeds every world-th row group into ``out.parts/``; rank 0 merges.
+    ``precision``: the model's inference precision on this rank's device (``SignCLIP.set_precision``)."""
     env = init_distributed("auto")
     if not isinstance(model, SignCLIP):
         model = SignCLIP.load(model, device=env.device)
     model.to(env.device).eval()
+    if precision:
+        model.set_precision(precision)
     data = ShardSplit(root, split)
     data.check(model.cfg.pose)
     out = check_output(Path(out))

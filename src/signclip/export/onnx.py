@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,39 +80,49 @@ class _TextGraph(nn.Module):
         return self.model.forward_text(input_ids, attention_mask, normalize=False)
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
+def quantize_int8(source: Path, target: Path, calibration: Sequence[np.ndarray] | None = None) -> Path:
     """Dynamic int8 quantisation of the MatMul weights (per output channel).
 
     Kept in fp32: the final projections, the pose tower's input layers (``frame_mlp``, or the part-wise
     ``manual_embed`` / ``non_manual_embed``: standardised keypoints have outliers; minimum cosine to fp32
     on 128 lexicon poses 0.986 -> 0.99999) and BERT's feed-forward output layers (activation outliers;
-    cosine 0.986 -> 0.992 on MiniLM prompts)."""
+    cosine 0.986 -> 0.992 on MiniLM prompts), unless ``calibration`` poses (preprocessed arrays, for a pose
+    graph) show which of those int8 can take after smoothing (:mod:`signclip.export.calibrate`)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from signclip.export.calibrate import calibrated_int8, is_feed_forward_output
+
     nodes = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    exclude = [n for n in nodes if n.split("/")[-2:-1] == ["proj"] or "frame_mlp" in n or "_embed/" in n
-               or ("/output/dense/" in n and "/attention/" not in n)]
+    exclude = [n for n in nodes if n.split("/")[-2:-1] == ["proj"] or "frame_mlp" in n or "_embed/" in n]
+    feed_forward = [n for n in nodes if is_feed_forward_output(n)]
+    if calibration is not None and len(calibration) and feed_forward:
+        calibrated_int8(source, target, calibration, exclude)
+        return target
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns "consider pre-processing" on the root logger
     try:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude + feed_forward)
     finally:
         root.setLevel(level)
     return target
 
 
-def export_onnx(model, out: str | Path, int8: bool = False, opset: int = OPSET) -> dict[str, Path]:
+def export_onnx(model, out: str | Path, int8: bool = False, opset: int = OPSET,
+                calibration: Sequence[np.ndarray] | None = None) -> dict[str, Path]:
     """Write the ONNX encoders, tokenizer and preprocessing description into the folder ``out`` (written
-    aside and swapped in: an interrupted export leaves the previous one whole); returns the written files."""
+    aside and swapped in: an interrupted export leaves the previous one whole); returns the written files.
+    ``calibration``: preprocessed poses that choose what int8 quantises in a BERT pose tower
+    (:func:`quantize_int8`)."""
     out = Path(out)
     with replacing_dir(out) as tmp:
-        files = write_export(model, tmp, int8, opset)
+        files = write_export(model, tmp, int8, opset, calibration)
     return {name: out / path.name for name, path in files.items()}
 
 
-def write_export(model, out: Path, int8: bool = False, opset: int = OPSET) -> dict[str, Path]:
+def write_export(model, out: Path, int8: bool = False, opset: int = OPSET,
+                 calibration: Sequence[np.ndarray] | None = None) -> dict[str, Path]:
     """The files of :func:`export_onnx`, written into the existing folder ``out``."""
     model = model.eval().cpu()
     cfg = model.cfg
@@ -137,7 +148,8 @@ def write_export(model, out: Path, int8: bool = False, opset: int = OPSET) -> di
                                         "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}})
     if int8:
         for name in ("pose", "text"):
-            files[f"{name}_int8"] = quantize_int8(files[name], out / f"{name}_encoder.int8.onnx")
+            files[f"{name}_int8"] = quantize_int8(files[name], out / f"{name}_encoder.int8.onnx",
+                                                  calibration if name == "pose" else None)
     model.tokenizer.save_pretrained(str(out / "tokenizer"))
     if not (out / "tokenizer" / "tokenizer.json").is_file():
         raise RuntimeError("the tokenizer has no fast (tokenizers) version; cannot export it for onnxruntime")

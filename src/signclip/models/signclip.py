@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from signclip.config import ModelConfig, get_model_config
+from signclip.cpu import adapt_threads, resolve_precision
 from signclip.errors import DamagedFileError
 from signclip.files import recover_dir, replacing_dir
 from signclip.models.encoder import PoseTextEncoder
@@ -61,6 +62,7 @@ class SignCLIP(nn.Module, PoseTextEncoder):
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.weights_file: Path | None = None  # where the weights were loaded from / saved to
         self._fingerprint: str | None = None
+        self.precision = "fp32"  # of inference (set_precision); training has its own (TrainConfig.precision)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -108,7 +110,8 @@ class SignCLIP(nn.Module, PoseTextEncoder):
         """The files of :meth:`save` into an existing folder (not crash-safe by itself)."""
         cfg = replace(self.cfg, pose=bundle_appearance(self.cfg.pose, folder))
         (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
+        state = {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().contiguous()
+                 for k, v in (state or self.state_dict()).items()}
         save_file(state, str(folder / WEIGHTS))
         self.tokenizer.save_pretrained(str(folder / "tokenizer"))
         self.text.backbone.config.save_pretrained(str(folder / "text_config"))
@@ -128,6 +131,20 @@ class SignCLIP(nn.Module, PoseTextEncoder):
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device
+
+    def set_precision(self, precision: str = "auto") -> str:
+        """The precision of :meth:`encode_pose` / :meth:`encode_text`: ``bf16`` stores the weight matrices in
+        bfloat16 and runs under autocast (on a CPU with bf16 instructions ~2-3x the fp32 speed of a BERT-sized
+        tower at batch 32, min cosine to fp32 >= 0.999: ``benchmarks/cpu_speed.py``); ``fp32`` stores them in
+        float32 again (weights rounded by bf16 stay rounded); ``auto`` = bf16 where the CPU has bf16
+        instructions (:func:`signclip.cpu.resolve_precision`). For inference: train and export in fp32
+        (training has ``TrainConfig.precision``). Returns the precision chosen."""
+        self.precision = resolve_precision(precision, self.device.type)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        for p in self.parameters():
+            if p.dim() >= 2:  # matrices (linear layers, embeddings); norms, biases and statistics stay fp32
+                p.data = p.data.to(dtype)
+        return self.precision
 
     # ---- fitted on training data ---------------------------------------------------------------
     def feature_statistics(self) -> FeatureStatistics:
@@ -190,19 +207,35 @@ class SignCLIP(nn.Module, PoseTextEncoder):
     # ---- the batch functions of PoseTextEncoder's user API -------------------------------------
     def pose_batch(self, x: np.ndarray, mask: np.ndarray, normalize: bool) -> np.ndarray:
         """(B, T, F) keypoints and (B, T) mask -> (B, E) float32 (:meth:`encode_pose` and the others)."""
+        adapt_threads()
         x_t, mask_t = torch.from_numpy(x).to(self.device), torch.from_numpy(mask).to(self.device)
-        return self.forward_pose(x_t, mask_t, normalize).float().cpu().numpy()
+        with self.autocast():
+            z = self.forward_pose(x_t, mask_t, normalize=False)
+        return output(z, normalize)
 
     def text_batch(self, prompts: list[str], normalize: bool) -> np.ndarray:
         """B prompts -> (B, E) float32 (:meth:`encode_text`)."""
+        adapt_threads()
         tok = self.tokenize(prompts)
-        return self.forward_text(tok["input_ids"], tok["attention_mask"], normalize).float().cpu().numpy()
+        with self.autocast():
+            z = self.forward_text(tok["input_ids"], tok["attention_mask"], normalize=False)
+        return output(z, normalize)
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast at inference precision bf16 (:meth:`set_precision`), else nothing."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @contextmanager
     def inference(self) -> Iterator[None]:
         """No gradients, eval mode (then the mode the model had)."""
         with torch.no_grad(), evaluating(self):
             yield
+
+
+def output(z: torch.Tensor, normalize: bool) -> np.ndarray:
+    """(B, E) embeddings, maybe bf16 -> float32 numpy, L2-normalised in float32 if ``normalize``."""
+    z = z.float()
+    return (nn.functional.normalize(z, dim=-1) if normalize else z).cpu().numpy()
 
 
 def text_options(cfg: ModelConfig) -> dict:

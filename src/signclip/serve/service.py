@@ -47,6 +47,7 @@ class ServeSettings:
     max_connections: int = 512  # concurrent connections; beyond that uvicorn answers 503
     api_key: str | None = field(default=None, repr=False)  # required in X-API-Key (or Bearer) on /api/* but health
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+    precision: str = "auto"  # the model's inference precision (SignCLIP.set_precision): auto, fp32 or bf16
 
 
 class ApiError(Exception):
@@ -64,6 +65,7 @@ class Service:
     def __init__(self, model, index=None, settings: ServeSettings | None = None):
         self.model, self.index = model.eval(), index
         self.settings = settings or ServeSettings()
+        model.set_precision(self.settings.precision)
         self.max_frames = min(self.settings.max_frames or model.cfg.pose.max_frames, model.cfg.pose.max_frames)
         batch = self.settings.max_batch if self.settings.batching else 1
         wait = self.settings.max_wait_ms if self.settings.batching else 0.0

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from signclip.config import ModelConfig, get_recipe
+from signclip.cpu import resolve_precision
 from signclip.data.arrays import SplitData, load_split
 from signclip.data.splits import SPLITS
 from signclip.files import write_text
@@ -106,6 +107,7 @@ class TaskTrainer(Trainer):
         tc = cfg.train
         self.model, self.splits, self.cfg, self.task_cfg, self.progress = model, splits, tc, cfg, progress
         self.env = init_distributed(tc.device)
+        self.precision = resolve_precision(tc.precision, self.env.device.type)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.env.is_main:

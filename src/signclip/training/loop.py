@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from signclip.config import TrainConfig
+from signclip.cpu import adapt_threads, resolve_precision
 from signclip.data.arrays import SplitData, table_prompts
 from signclip.data.manifests import optional_column
 from signclip.data.shards import ShardSplit
@@ -127,10 +128,9 @@ class Trainer:
     """One training run of ``model`` on ``splits`` into ``out_dir`` (see the module docstring)."""
 
     def __init__(self, model: SignCLIP, splits: dict, cfg: TrainConfig, out_dir: str | Path, progress: bool = True):
-        if cfg.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {cfg.precision!r}")
         self.model, self.splits, self.cfg, self.progress = model, splits, cfg, progress
         self.env = init_distributed(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.env.device.type)  # auto: bf16 where the CPU has it
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         fit_model_to_data(model, splits, cfg.refit_statistics)
@@ -171,7 +171,9 @@ class Trainer:
                 f"{self.steps_per_epoch} batches of {cfg.batch_size}; {rule}), warm-up {cfg.warmup(self.total_steps)} "
                 f"steps, lr {cfg.lr:g}" + ("" if self.model.cfg.freeze_text else f" (text tower {cfg.text_lr:g})")
                 + f", EMA {cfg.ema_decay:g}, augmentation flip {aug.flip_p:g} / affine {aug.affine_sigma:g} / "
-                f"speed {aug.speed_sigma:g} / noise {aug.noise_sigma:g}; {n_val} validation poses, {keep}")
+                f"speed {aug.speed_sigma:g} / noise {aug.noise_sigma:g}; {n_val} validation poses, {keep}; precision "
+                f"{self.precision}" + (" (bf16 instructions on this CPU)" if cfg.precision == "auto" and
+                                       self.precision == "bf16" else ""))
 
     # ---- the run ------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
@@ -201,7 +203,7 @@ class Trainer:
         cfg, device = self.cfg, self.env.device
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
         micro = 0
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         batches = self.source.loader(epoch, in_epoch * cfg.grad_accum, self.steps_per_epoch * cfg.grad_accum)
         for x, mask, prompts, ids in batches:
             # dropout, exactly resumable; rank 0 draws what a single process draws
@@ -216,6 +218,7 @@ class Trainer:
                 continue
             micro = 0
             row = self.optimizer_step(epoch, loss, parts, start)
+            row["threads"] = adapt_threads() or torch.get_num_threads()
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             if self.step % self.eval_every == 0 or self.step == self.total_steps:
