@@ -89,3 +89,13 @@ def make_pose(tmp_path):
         return modified_pose(src, tmp_path / (name or f"pose{next(counter)}.pose"), edit, fps)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory, lexicon):
+    """A folder with a 24-pose manifest.csv (ASL and DGS letters) with fixed splits: 16 train, 4 validation, 4 test."""
+    tmp = tmp_path_factory.mktemp("manifest")
+    rows = lexicon[lexicon["signed_language"].isin(["ase", "gsg"])].head(24).copy()
+    rows["split"] = ["test"] * 4 + ["validation"] * 4 + ["train"] * 16
+    rows[["path", "text", "spoken_language", "signed_language", "split"]].to_csv(tmp / "manifest.csv", index=False)
+    return tmp

@@ -123,29 +123,26 @@ def test_bf16_inference_within_the_promised_cosine(tiny_model, lexicon_paths, tm
 
 
 @pytest.fixture(scope="module")
-def small_manifest(tmp_path_factory, lexicon):
-    """A 24-pose manifest with fixed splits and a 1-layer tiny model config."""
+def cpu_manifest(small_manifest):
+    """The 24-pose manifest and a 1-layer tiny model config beside it."""
     import json
 
-    tmp = tmp_path_factory.mktemp("cpu")
-    rows = lexicon[lexicon["signed_language"].isin(["ase", "gsg"])].head(24).copy()
-    rows["split"] = ["test"] * 4 + ["validation"] * 4 + ["train"] * 16
-    rows[["path", "text", "spoken_language", "signed_language", "split"]].to_csv(tmp / "manifest.csv", index=False)
-    (tmp / "model.json").write_text(json.dumps({"name": "tiny-test", "pose_layers": 1, "freeze_text": True}))
-    return tmp
+    (small_manifest / "model.json").write_text(json.dumps({"name": "tiny-test", "pose_layers": 1,
+                                                          "freeze_text": True}))
+    return small_manifest
 
 
 @pytest.mark.slow  # trains
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_train_precision_and_threads_are_chosen_and_printed(small_manifest, tmp_path, precision, restore_threads):
+def test_train_precision_and_threads_are_chosen_and_printed(cpu_manifest, tmp_path, precision, restore_threads):
     import pandas as pd
     from typer.testing import CliRunner
 
     from signclip.cli import app
 
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(small_manifest / "manifest.csv"), "-o", str(run), "--model",
-                                      str(small_manifest / "model.json"), "--steps", "2", "--batch-size", "8",
+    result = CliRunner().invoke(app, ["train", str(cpu_manifest / "manifest.csv"), "-o", str(run), "--model",
+                                      str(cpu_manifest / "model.json"), "--steps", "2", "--batch-size", "8",
                                       "--threads", "1", "--precision", precision])
     assert result.exit_code == 0, result.output
     assert "CPU: 1 torch thread(s) (--threads)" in result.output
@@ -155,12 +152,12 @@ def test_train_precision_and_threads_are_chosen_and_printed(small_manifest, tmp_
     assert signclip.load(run / "best").pose.frame_mlp[0].weight.dtype == torch.float32  # bf16 only inside autocast
 
 
-def test_a_bad_precision_is_one_readable_line(small_manifest, tmp_path):
+def test_a_bad_precision_is_one_readable_line(cpu_manifest, tmp_path):
     from typer.testing import CliRunner
 
     from signclip.cli import app
 
-    result = CliRunner().invoke(app, ["train", str(small_manifest / "manifest.csv"), "-o", str(tmp_path / "run"),
+    result = CliRunner().invoke(app, ["train", str(cpu_manifest / "manifest.csv"), "-o", str(tmp_path / "run"),
                                       "--precision", "fp16"])
     assert result.exit_code == 2 and "precision: expected one of auto, fp32, bf16; got 'fp16'" in result.output
 
