@@ -4,9 +4,9 @@
 pose embedding (poses/s for ``--embed-seconds``), alone, beside busy Python loops that this script starts,
 and two trainings at once; under three policies: ``before`` (torch's default: one thread per core, OpenMP's
 default spin-then-sleep waiting; torch is imported before signclip), ``passive`` (one thread per core,
-``OMP_WAIT_POLICY=PASSIVE``) and ``default`` (signclip's: passive, thread count from the free cores,
-revisited every few seconds). The runs of one round alternate between the policies, so that the load of
-other processes falls on all of them alike.
+``OMP_WAIT_POLICY=PASSIVE``) and ``default`` (signclip's: passive waiting only when a busy neighbour is seen
+at start, thread count from the free cores, revisited every few seconds). The runs of one round alternate
+between the policies, so that the load of other processes falls on all of them alike.
 
 ``bf16``: a converted E7.2 model (random weights at the released sizes, as ``reference_speed.py``), ``tiny``
 and ``tiny-partwise``: ``encode_pose`` / ``encode_text`` at ``set_precision("fp32")`` and ``("bf16")``
@@ -38,7 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 POLICIES = ("before", "passive", "default")
 POLICY_TEXT = {"before": "torch's default (1 thread per core, spin-then-sleep)",
                "passive": "1 thread per core, OMP_WAIT_POLICY=PASSIVE",
-               "default": "signclip's default (passive, threads = free cores, adapted)"}
+               "default": "signclip's default (passive beside a busy neighbour, threads = free cores, adapted)"}
 BUSY_LOOP = "while True: pass"
 RUNS: list[Path] = []  # the run folders of the trainings, in order
 
@@ -58,7 +58,7 @@ def policy_env(policy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
                                          *filter(None, [os.environ.get("PYTHONPATH")])])
-    if policy != "before":
+    if policy == "passive":  # "default": the signclip command chooses (signclip.cpu.set_wait_policy)
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
@@ -124,8 +124,11 @@ def embed_worker(policy: str, seconds: float) -> dict:
         import torch
 
         torch.set_num_threads(cores())
+    from signclip.cpu import set_wait_policy, use_threads
+
+    if policy == "default":
+        set_wait_policy()  # as the signclip command does, before torch loads OpenMP
     import signclip
-    from signclip.cpu import use_threads
     from signclip.data.manifests import load_lexicon
 
     if policy == "passive":

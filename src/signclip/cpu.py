@@ -1,9 +1,12 @@
 """CPU threads and precision: a busy neighbour costs a fair share, not a collapse; bf16 where the CPU has it.
 
-* **Wait policy.** :func:`set_wait_policy` (run by the ``signclip`` command before torch loads OpenMP) sets
-  ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already: a thread that finished its share of a parallel
+* **Wait policy.** :func:`set_wait_policy` (run by the ``signclip`` command before torch loads OpenMP) looks at
+  the other processes' load for :data:`SAMPLE_S` and, when they keep at least half a core busy, sets
+  ``OMP_WAIT_POLICY=PASSIVE`` (unless it is set already): a thread that finished its share of a parallel
   operation sleeps instead of spinning, leaving the core to the thread the others wait for, ours or another
-  process's. Spinning threads are what turns sharing a core into a collapse.
+  process's. Spinning threads are what turns sharing a core into a collapse; on an idle machine the short spin
+  is faster (passive waiting cost 1.25x on a 60-step training, benchmarks/RESULTS.md), and a neighbour that
+  comes later is met by the thread count, which drops to the free cores (1 thread: nothing spins).
 * **Thread count.** :func:`use_threads` ``(n)`` fixes torch's thread count (``--threads``); ``use_threads(None)``
   takes the cores this process may run on (:func:`usable_cores`) less the cores other processes kept busy
   (measured from ``/proc/stat``), and :func:`adapt_threads`, called between training steps and model
@@ -28,10 +31,28 @@ SAMPLE_S = 0.2  # the first measurement, when the thread count is chosen
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def set_wait_policy() -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless already set. OpenMP reads it once, when torch is first imported, so
-    this must run before that (the ``signclip`` command runs it first thing)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+BUSY_NEIGHBOUR = 0.5  # cores kept busy by other processes from which OpenMP's threads wait passively
+STARTUP: dict[str, float | None] = {}  # the start-up reading of set_wait_policy: "others", "at" (monotonic s)
+
+
+def wait_policy_for(others: float | None) -> str | None:
+    """The OpenMP wait policy for a load of ``others`` busy cores: PASSIVE beside a busy neighbour, else None
+    (OpenMP's own spin-then-sleep)."""
+    return "PASSIVE" if others is not None and others >= BUSY_NEIGHBOUR else None
+
+
+def set_wait_policy() -> str | None:
+    """Unless ``OMP_WAIT_POLICY`` is set: measure the other processes' load and set it to PASSIVE beside a busy
+    neighbour (:func:`wait_policy_for`); returns the policy in force. OpenMP reads it once, when torch is first
+    imported, so this must run before that (the ``signclip`` command runs it before each command)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        meter = LoadMeter()
+        time.sleep(SAMPLE_S)  # this process sleeps, so all of the load is others'
+        STARTUP.update(others=meter.others(), at=time.monotonic())
+        policy = wait_policy_for(STARTUP["others"])
+        if policy is not None:
+            os.environ["OMP_WAIT_POLICY"] = policy
+    return os.environ.get("OMP_WAIT_POLICY")
 
 
 def usable_cores() -> int:
@@ -94,8 +115,11 @@ class ThreadPolicy:
         self.lock = threading.Lock()
         self.others: float | None = None
         if self.meter is not None:
-            time.sleep(SAMPLE_S)  # a first look at the load (this process sleeps, so all of it is others')
-            self.others = self.meter.others()
+            if time.monotonic() - (STARTUP.get("at") or -1e9) < ADAPT_EVERY_S:
+                self.others = STARTUP["others"]  # set_wait_policy's reading is recent enough
+            else:
+                time.sleep(SAMPLE_S)  # a first look at the load (this process sleeps, so all of it is others')
+                self.others = self.meter.others()
         self.threads = threads or fair_threads(self.cores, self.others)
         self.checked = time.monotonic()
 

@@ -21,8 +21,6 @@ from signclip.cli import convert, datasets, embedding, evaluation, export, hub, 
 from signclip.cpu import set_wait_policy
 from signclip.errors import RunLockedError
 
-set_wait_policy()  # OpenMP reads it when torch is first imported, which no module above does
-
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Contrastive pose–text models for sign language (CLIP for sign language).")
 DEBUG = {"on": False}
@@ -38,6 +36,7 @@ def main(debug: bool = typer.Option(False, "--debug", envvar="SIGNCLIP_DEBUG",
                                     help="show the traceback of an error instead of one line")) -> None:
     """Contrastive pose–text models for sign language (CLIP for sign language)."""
     DEBUG["on"] = debug
+    set_wait_policy()  # before a command imports torch (no module above does): OpenMP reads it then
 
 
 def error_message(e: BaseException) -> tuple[str, int]:
