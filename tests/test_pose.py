@@ -245,6 +245,23 @@ def test_augment_shapes_and_determinism(lexicon_paths):
     np.testing.assert_array_equal(x, before)
 
 
+def test_hand_drop_makes_one_hand_missing_for_a_stretch_of_frames(lexicon_paths):
+    layout = get_layout("reduce_holistic")
+    x = np.nan_to_num(preprocess(lexicon_paths[0], PoseConfig()))  # (T, P, D), every point seen
+    hands = list(layout.hand_slices.values())
+    others = [i for i in range(len(layout)) if i not in hands[0] + hands[1]]
+    still = AugmentConfig(affine_sigma=0, speed_sigma=0, noise_sigma=0, hand_drop_p=1.0)
+    for seed in range(8):
+        y = augment(x, layout, still, np.random.default_rng(seed), 128)
+        newly = [np.flatnonzero(np.isnan(y[:, h]).all((1, 2)) & ~np.isnan(x[:, h]).all((1, 2))) for h in hands]
+        lost = [(hand, f) for hand, f in zip(hands, newly) if f.size]
+        assert len(lost) == 1  # one hand, over a stretch of frames
+        hand, frames = lost[0]
+        assert np.isnan(y[frames[0]:frames[-1] + 1, hand]).all()
+        assert frames[-1] - frames[0] + 1 >= 0.25 * len(x) - 1
+        np.testing.assert_array_equal(y[:, others], x[:, others])  # nothing else changes
+
+
 def test_low_frame_rate_is_capped_before_resampling(lexicon_paths, make_pose):
     """1 fps to the model's 25 would be 25x the frames: one resampling straight to max_frames instead."""
     src = lexicon_paths[0]

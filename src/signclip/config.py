@@ -53,6 +53,7 @@ class AugmentConfig:
     affine_sigma: float = 0.05  # 2-D rotation / shear / scale
     speed_sigma: float = 0.2  # temporal speed factor ~ N(1, sigma)
     noise_sigma: float = 0.001
+    hand_drop_p: float = 0.0  # one hand (either) missing over a random stretch of 25-100 % of the frames
 
 
 @dataclass

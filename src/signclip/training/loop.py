@@ -171,9 +171,9 @@ class Trainer:
                 f"{self.steps_per_epoch} batches of {cfg.batch_size}; {rule}), warm-up {cfg.warmup(self.total_steps)} "
                 f"steps, lr {cfg.lr:g}" + ("" if self.model.cfg.freeze_text else f" (text tower {cfg.text_lr:g})")
                 + f", EMA {cfg.ema_decay:g}, augmentation flip {aug.flip_p:g} / affine {aug.affine_sigma:g} / "
-                f"speed {aug.speed_sigma:g} / noise {aug.noise_sigma:g}; {n_val} validation poses, {keep}; precision "
-                f"{self.precision}" + (" (bf16 instructions on this CPU)" if cfg.precision == "auto" and
-                                       self.precision == "bf16" else ""))
+                f"speed {aug.speed_sigma:g} / noise {aug.noise_sigma:g} / hand drop {aug.hand_drop_p:g}; {n_val} "
+                f"validation poses, {keep}; precision {self.precision}"
+                + (" (bf16 instructions on this CPU)" if cfg.precision == "auto" and self.precision == "bf16" else ""))
 
     # ---- the run ------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> dict:
