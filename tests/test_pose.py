@@ -250,7 +250,7 @@ def test_hand_drop_makes_one_hand_missing_for_a_stretch_of_frames(lexicon_paths)
     x = np.nan_to_num(preprocess(lexicon_paths[0], PoseConfig()))  # (T, P, D), every point seen
     hands = list(layout.hand_slices.values())
     others = [i for i in range(len(layout)) if i not in hands[0] + hands[1]]
-    still = AugmentConfig(affine_sigma=0, speed_sigma=0, noise_sigma=0, hand_drop_p=1.0)
+    still = AugmentConfig(flip_p=0, affine_sigma=0, speed_sigma=0, noise_sigma=0, hand_drop_p=1.0)
     for seed in range(8):
         y = augment(x, layout, still, np.random.default_rng(seed), 128)
         newly = [np.flatnonzero(np.isnan(y[:, h]).all((1, 2)) & ~np.isnan(x[:, h]).all((1, 2))) for h in hands]
