@@ -34,7 +34,8 @@ def cli_run(tmp_path_factory, small_manifest):
     result = invoke("train", tmp / "manifest.csv", "--out", run, "--model", tmp / "model.json",
                     "--epochs", 1, "--batch-size", 8)
     assert "best model" in result.output
-    assert "regime: few-shot (median 1 training clips per text, <= 10): 1 epochs" in result.output
+    assert "regime: few-shot (median 1 training clips per text, <= 10): 1 epochs; no mirror flips" in result.output
+    assert json.loads((run / "train_config.json").read_text())["augment"]["flip_p"] == 0.0
     return tmp, run
 
 

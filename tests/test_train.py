@@ -205,3 +205,21 @@ def test_retrain_trains_again_on_all_rows_for_the_chosen_length(lexicon, tmp_pat
     n_train, n_val = (int((chosen["split"] == s).sum()) for s in ("train", "validation"))
     assert len(splits["train"].arrays) == n_train + n_val and len(splits["validation"].arrays) == 0
     assert summary["steps"] == max(1, round(selection["best_step"] * (n_train + n_val) / n_train))
+
+
+def test_the_few_shot_regime_trains_without_flips_unless_asked():
+    """Flips are the default with all clips and off with few clips per text (benchmarks/generalisation.py);
+    a flip_p the config sets is kept."""
+    from signclip.config import AugmentConfig
+    from signclip.training.regime import apply_regime
+
+    def table(clips_per_text: int) -> pd.DataFrame:
+        return pd.DataFrame({"text": [t for t in "abc" for _ in range(clips_per_text)], "split": "train"})
+
+    cfg, lines = apply_regime(table(3), TrainConfig())
+    assert cfg.augment.flip_p == 0.0 and "regime: few-shot" in lines[0] and "no mirror flips" in lines[0]
+    cfg, lines = apply_regime(table(20), TrainConfig())
+    assert cfg.augment.flip_p == AugmentConfig.flip_p > 0 and "regime: full data" in lines[0]
+    asked = TrainConfig(augment=AugmentConfig(flip_p=0.5))
+    cfg, lines = apply_regime(table(3), asked)
+    assert cfg.augment.flip_p == 0.5 and "flips" not in lines[0]

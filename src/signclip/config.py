@@ -50,7 +50,8 @@ class AugmentConfig:
     measured on unseen signers and sessions (benchmarks/generalisation.py, RESULTS.md); the paper used flip_p 0.2
     and affine_sigma 0.2. The quickstart recipe sets its own (no flips)."""
 
-    flip_p: float = 0.2  # mirror left and right (ksl session 2: 0.938 over 3 seeds against 0.917 without)
+    flip_p: float = 0.2  # mirror left and right (ksl session 2: 0.938 over 3 seeds against 0.917 without);
+    # the few-shot regime trains without flips while this is left at 0.2 (signclip.training.regime)
     affine_sigma: float = 0.05  # 2-D rotation / shear / scale
     speed_sigma: float = 0.2  # temporal speed factor ~ N(1, sigma)
     noise_sigma: float = 0.001

@@ -23,7 +23,7 @@ from signclip.models.signclip import SignCLIP
 from signclip.training.checkpoints import run_lock
 from signclip.training.distributed import barrier, broadcast_object, init_distributed, is_main, resolve_device
 from signclip.training.loop import train
-from signclip.training.regime import regime_lines
+from signclip.training.regime import apply_regime
 
 
 def prepare_splits(df: pd.DataFrame, model: SignCLIP, cfg: TrainConfig, progress: bool = True) -> dict[str, SplitData]:
@@ -72,8 +72,9 @@ def fit(data: pd.DataFrame, model_cfg: ModelConfig | str | SignCLIP, train_cfg: 
     out = Path(out_dir)
     with run_lock(out) if env.is_main else nullcontext():
         data = run_splits(data, train_cfg, out, resume, progress)
+        train_cfg, lines = apply_regime(data, train_cfg)
         if env.is_main and progress:
-            print("\n".join(regime_lines(data, train_cfg)), flush=True)
+            print("\n".join(lines), flush=True)
         model = new_model(model_cfg, train_cfg.seed)
         splits = prepare_splits(data, model, train_cfg, progress)
         if not (train_cfg.retrain and len(splits["validation"].arrays) > 1):
