@@ -223,3 +223,6 @@ def test_the_few_shot_regime_trains_without_flips_unless_asked():
     asked = TrainConfig(augment=AugmentConfig(flip_p=0.5))
     cfg, lines = apply_regime(table(3), asked)
     assert cfg.augment.flip_p == 0.5 and "flips" not in lines[0]
+    # one clip per text from a small source beside a large one is still full data (median over clips, not texts)
+    mixed = pd.concat([table(20), pd.DataFrame({"text": [f"letter {i}" for i in range(40)], "split": "train"})])
+    assert "regime: full data (median 20 " in apply_regime(mixed, TrainConfig())[1][0]

@@ -21,9 +21,10 @@ FEW_SHOT_CLIPS = 10  # at most this many training clips per text (median): the f
 
 
 def clips_per_text(df: pd.DataFrame) -> float:
-    """Median number of training rows per text (0 without training rows)."""
-    train = df[df["split"] == "train"]
-    return float(train.groupby("text").size().median()) if len(train) else 0.0
+    """How many training rows share a training row's text, the median over training rows (0 without any): weighted
+    by rows, so that a source of one clip per text (the lexicon) beside a large one does not make it few-shot."""
+    texts = df.loc[df["split"] == "train", "text"]
+    return float(texts.map(texts.value_counts()).median()) if len(texts) else 0.0
 
 
 def apply_regime(df: pd.DataFrame, cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
