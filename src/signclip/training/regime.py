@@ -5,8 +5,8 @@ Measured in ``benchmarks/generalisation.py`` (benchmarks/RESULTS.md, 5 folds x 3
 the recipe's ``min_steps`` keeps the run long enough (without it, 72-180 steps, the few-shot folds lost 0.09 1-NN),
 and mirror flips, the default with all clips (worst fold 0.938 against 0.917 without), lose with few clips (worst
 fold 0.856 against 0.881, mean 0.916 against 0.919), so the few-shot regime trains without them unless the config
-asks for another ``flip_p``. The other few-shot alternatives tried (masked pose modelling, starting from a model of
-the other sign language's data) did not beat the recipe on the worst fold and the mean.
+asks for another ``flip_p``. Masked pose modelling did not beat the recipe on the worst fold and the mean; starting
+from a model of the other data set (``--init``) helped one data set's few-shot folds and hurt the other's.
 """
 from __future__ import annotations
 
