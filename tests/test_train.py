@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import signclip
-from signclip.config import TrainConfig
+from signclip.config import AugmentConfig, TrainConfig
 from signclip.data.splits import split_dataset
 from signclip.training import fit, prepare_splits, train
 from signclip.training.batches import epoch_batches, source_weights
 from signclip.training.optim import lr_lambda
+from signclip.training.regime import apply_regime
 
 
 def test_run_directory(trained_model_dir):
@@ -210,9 +211,6 @@ def test_retrain_trains_again_on_all_rows_for_the_chosen_length(lexicon, tmp_pat
 def test_the_few_shot_regime_trains_without_flips_unless_asked():
     """Flips are the default with all clips and off with few clips per text (benchmarks/generalisation.py);
     a flip_p the config sets is kept."""
-    from signclip.config import AugmentConfig
-    from signclip.training.regime import apply_regime
-
     def table(clips_per_text: int) -> pd.DataFrame:
         return pd.DataFrame({"text": [t for t in "abc" for _ in range(clips_per_text)], "split": "train"})
 
