@@ -36,7 +36,7 @@ def apply_regime(df: pd.DataFrame, cfg: TrainConfig) -> tuple[TrainConfig, list[
     if per_text <= FEW_SHOT_CLIPS:
         lines = [f"regime: few-shot (median {per_text:g} training clips per text, <= {FEW_SHOT_CLIPS}): {schedule}"
                  + (" so that few clips still get a full schedule" if cfg.min_steps and not cfg.steps else "")]
-        if AugmentConfig.flip_p and cfg.augment.flip_p == AugmentConfig.flip_p:
+        if cfg.augment.flip_p == AugmentConfig.flip_p:
             cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, flip_p=0.0))
             lines[0] += "; no mirror flips (they cost few-shot folds, they help with all clips)"
     else:
